@@ -1,0 +1,201 @@
+"""The ``zoo`` command: parses arguments, calls the API, prints with rich (or JSON with ``--json``).
+
+Built on click (typer's own base: typer itself now imports pydantic on every call, which alone would
+spend a quarter of the start-up budget). Heavy modules are imported inside commands so ``zoo --help``
+stays fast; the sub-command groups of other stages register themselves from their own modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from zoo.errors import ZooError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="obert-zoo", prog_name="zoo")
+def app() -> None:
+    """obert-zoo: the oBERT sparse BERT family: a catalog, verified downloads and a sparse CPU runtime.
+
+    \b
+    Start with:
+      zoo list --layers 3 --sort f1     browse the catalog
+      zoo show obert-3l-80-quant        everything about one model
+    """
+
+
+def json_option(fn: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")(fn)
+
+
+def console() -> Any:
+    """A rich console; piped output gets a wide fixed width so tables are never truncated."""
+    from rich.console import Console
+
+    con = Console()
+    return con if con.is_terminal else Console(width=160)
+
+
+def emit_json(value: Any) -> None:
+    def default(o: Any) -> Any:
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            return o.to_dict() if hasattr(o, "to_dict") else dataclasses.asdict(o)
+        if isinstance(o, Path):
+            return str(o)
+        raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+    sys.stdout.write(json.dumps(value, default=default, indent=2) + "\n")
+
+
+def _print_cards(cards: list, as_json: bool) -> None:
+    if as_json:
+        return emit_json(cards)
+    from zoo.render import model_table
+
+    console().print(model_table(cards))
+
+
+@app.command("list")
+@click.option("--layers", type=int, help="Only models with this many encoder layers (12, 6, 3).")
+@click.option("--sparsity", type=float, help="Only models with this target sparsity in percent (0 = dense).")
+@click.option("--pattern", type=click.Choice(["dense", "unstructured", "block4"]), help="Only this sparsity pattern.")
+@click.option("--quant/--no-quant", default=None, help="Only int8 QAT models, or only fp32 ones.")
+@click.option("--task", type=click.Choice(["question-answering", "text-classification", "fill-mask"]), help="Only this task.")
+@click.option("--min-f1", type=float, help="Only models with a published SQuAD F1 of at least this.")
+@click.option("--sort", type=click.Choice(["name", "f1", "latency", "size"]), default="name", show_default=True,
+              help="f1: best first; latency: least encoder work first; size: smallest checkpoint first.")
+@json_option
+def list_cmd(layers: int | None, sparsity: float | None, pattern: str | None, quant: bool | None, task: str | None,
+             min_f1: float | None, sort: str, as_json: bool) -> None:
+    """List catalog entries, optionally filtered and sorted."""
+    from zoo.catalog import Filters, list_models
+
+    filters = Filters(layers=layers, sparsity=sparsity, pattern=pattern, quantized=quant, task=task, min_f1=min_f1)
+    _print_cards(list_models(filters, sort=sort), as_json)
+
+
+@app.command()
+@click.argument("name")
+@json_option
+def show(name: str, as_json: bool) -> None:
+    """Everything about one entry: shape, sparsity, accuracy with sources, files, aliases, recipe.
+
+    NAME is a catalog name, a Hub repo id (or URL) or a SparseZoo stub.
+    """
+    from zoo.catalog import resolve
+
+    card = resolve(name)
+    if as_json:
+        return emit_json(card)
+    from zoo.render import card_view
+
+    console().print(card_view(card))
+
+
+@app.command("search")
+@click.argument("text")
+@json_option
+def search_cmd(text: str, as_json: bool) -> None:
+    """Find entries whose name, alias, description or tags contain every word of TEXT."""
+    from zoo.catalog import search
+
+    _print_cards(search(text), as_json)
+
+
+@app.command()
+@click.argument("name")
+@json_option
+def recipe(name: str, as_json: bool) -> None:
+    """Print an entry's training recipe as SparseML-style YAML."""
+    from zoo.catalog import resolve
+    from zoo.catalog.recipe import to_yaml
+
+    card = resolve(name)
+    if as_json:
+        return emit_json({"name": card.name, "recipe": card.recipe})
+    sys.stdout.write(to_yaml(card))
+
+
+@app.group("catalog")
+def catalog_group() -> None:
+    """Build and check the catalog database (registry.db) from stubs/."""
+
+
+def _stubs_dir(stubs: Path | None) -> Path:
+    from zoo import config
+
+    path = stubs or config.project_root() / "stubs"
+    if not path.is_dir():
+        raise ZooError(f"stubs directory not found: {path}", "pass --stubs DIR (a source checkout has stubs/)")
+    return path
+
+
+STUBS_OPT = click.option("--stubs", type=click.Path(path_type=Path), help="Directory of *.toml stubs (default: the checkout's stubs/).")
+
+
+@catalog_group.command("build")
+@STUBS_OPT
+@click.option("--out", type=click.Path(path_type=Path), help="SQLite file to write (default: the checkout's registry.db).")
+@json_option
+def catalog_build(stubs: Path | None, out: Path | None, as_json: bool) -> None:
+    """Validate every stub and compile them into registry.db (same stubs, same bytes)."""
+    from zoo import config
+    from zoo.catalog.build import build
+
+    src = _stubs_dir(stubs)
+    target = out or config.project_root() / "registry.db"
+    count = build(src, target)
+    if as_json:
+        return emit_json({"models": count, "path": target})
+    console().print(f"built {target} with {count} models from {src}")
+
+
+@catalog_group.command("check")
+@STUBS_OPT
+@click.option("--db", type=click.Path(path_type=Path), help="Catalog file to check (default: the bundled registry.db).")
+@json_option
+def catalog_check(stubs: Path | None, db: Path | None, as_json: bool) -> None:
+    """Validate the stubs and exit 1 when registry.db was not built from them as they are now."""
+    from zoo import config
+    from zoo.catalog.build import is_fresh
+    from zoo.catalog.schema import load_stubs
+
+    src = _stubs_dir(stubs)
+    count = len(load_stubs(src))
+    target = db or config.bundled_registry()
+    fresh = is_fresh(target, src)
+    if as_json:
+        emit_json({"fresh": fresh, "path": target, "stubs": count})
+    elif fresh:
+        console().print(f"{target} is up to date with {count} stubs in {src}")
+    if not fresh:
+        raise ZooError(f"{target} is stale against {src}", "run `zoo catalog build`")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: any ``ZooError`` becomes one line on stderr and exit status 1."""
+    try:
+        app.main(args=argv, prog_name="zoo", standalone_mode=False)
+    except ZooError as exc:
+        sys.stderr.write(f"error: {exc.one_line()}\n")
+        sys.exit(1)
+    except click.exceptions.Abort:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Rich renderings of catalog dataclasses for the CLI (the API returns the dataclasses themselves)."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from zoo.catalog.cards import ModelCard
+
+_METRIC_LABELS = {"f1": "F1", "exact_match": "EM", "accuracy": "acc", "accuracy_matched": "acc-m"}
+
+
+def sparsity_text(card: ModelCard) -> str:
+    return "dense" if card.pattern == "dense" else f"{card.sparsity:g}% {card.pattern}"
+
+
+def quant_text(card: ModelCard) -> str:
+    return "int8 QAT" if card.quantization == "int8-qat" else "fp32"
+
+
+def size_text(card: ModelCard) -> str:
+    mb = card.checkpoint_size_mb
+    if mb is None:
+        return "?"
+    exact = all(f.size is not None for f in card.files if f.required)
+    return f"{mb:,.0f} MB" if exact else f"~{mb:,.0f} MB"
+
+
+def headline_text(card: ModelCard) -> str:
+    m = card.headline_metric
+    return "-" if m is None else f"{_METRIC_LABELS[m.name]} {m.value:.2f}"
+
+
+def model_table(cards: list[ModelCard]) -> Table:
+    table = Table(title=f"{len(cards)} model{'s' if len(cards) != 1 else ''}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col, justify in (("name", "left"), ("L", "right"), ("sparsity", "left"), ("quant", "left"),
+                         ("data", "left"), ("accuracy", "right"), ("size", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for c in cards:
+        data = c.dataset.removesuffix("-v1.1")
+        table.add_row(c.name, str(c.layers), sparsity_text(c), "int8" if c.quantized else "fp32", data, headline_text(c), size_text(c))
+    return table
+
+
+def _kv(rows: list[tuple[str, str]]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for k, v in rows:
+        table.add_row(k, v)
+    return table
+
+
+def card_view(card: ModelCard) -> Panel:
+    params = f"{card.params_millions:g}M" if card.params_millions else "unknown"
+    quant = quant_text(card)
+    if card.quantized:
+        quant += f" (weights {card.quant_weights}; activations {card.quant_activations})"
+    parts: list = [
+        Text(card.description, style="italic"),
+        _kv([
+            ("task", f"{card.task} ({card.dataset}, {card.stage})" + (f", fine-tuned from {card.parent}" if card.parent else "")),
+            ("shape", f"{card.layers} layers, hidden {card.hidden}, {card.heads} heads, FFN {card.intermediate}, vocab {card.vocab_size}"),
+            ("parameters", params + (f"  [dim]source: {card.params_source}[/dim]" if card.params_source else "")),
+            ("sparsity", sparsity_text(card) + (f" of {card.sparsity_scope}" if card.sparsity_scope and card.pattern != "dense" else "")),
+            ("quantization", quant),
+            ("hub", f"{card.hub_url} @ {card.revision}"),
+            ("tags", ", ".join(card.tags) or "-"),
+        ]),
+    ]
+    metrics = Table(title="accuracy", title_justify="left")
+    for col in ("metric", "value", "dataset", "source"):
+        metrics.add_column(col)
+    for m in card.metrics:
+        metrics.add_row(_METRIC_LABELS[m.name], f"{m.value:.2f}", m.dataset, m.source)
+    if not card.metrics:
+        metrics.add_row("-", "unknown", card.dataset, "no published figure found")
+    files = Table(title="files", title_justify="left")
+    for col in ("path", "required", "size", "sha256"):
+        files.add_column(col)
+    for f in card.files:
+        size = f"{f.size:,} B" if f.size is not None else (f"~{f.approx_size_mb:g} MB ({f.size_source})" if f.approx_size_mb else "unknown")
+        files.add_row(f.path, "yes" if f.required else "optional", size, f.sha256 or "unknown (pinned on first download)")
+    aliases = Table(title="aliases", title_justify="left")
+    for col in ("alias", "kind", "verified"):
+        aliases.add_column(col)
+    for a in card.aliases:
+        aliases.add_row(a.name, a.kind, "yes" if a.verified else "no")
+    parts += [metrics, files, aliases]
+    if card.recipe:
+        stages = ", ".join(card.recipe.stages) or "-"
+        epochs = f"{card.recipe.epochs:g} epochs, " if card.recipe.epochs else ""
+        parts.append(_kv([("recipe", f"{epochs}{stages}  [dim]source: {card.recipe.source}[/dim]  (`zoo recipe {card.name}`)")]))
+    return Panel(Group(*parts), title=f"[bold]{card.name}[/bold]", title_align="left")
