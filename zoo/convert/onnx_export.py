@@ -1,0 +1,176 @@
+"""Export a ``BertModel`` to ONNX with the ``onnx`` package: an fp32 graph, and for QAT models an int8
+graph with QuantizeLinear/DequantizeLinear at every fake-quant point (so onnxruntime reproduces the
+fake-quant reference). Inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, dynamic batch
+and sequence); outputs ``start_logits``, ``end_logits`` (QA) or ``logits`` (classification). Opset 17.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from zoo.convert.bert import BertModel, LayerNorm, Linear, QParams
+from zoo.convert.reference import MASK_VALUE
+from zoo.errors import ExportError
+
+OPSET = 17
+
+
+class _Graph:
+    """Accumulates nodes and initializers with unique names."""
+
+    def __init__(self, quantized: bool) -> None:
+        self.nodes: list = []
+        self.inits: list = []
+        self.quantized = quantized
+        self._n = 0
+
+    def name(self, hint: str) -> str:
+        self._n += 1
+        return f"{hint}_{self._n}"
+
+    def const(self, value: np.ndarray | float | int | list, hint: str = "c", dtype: type | None = None) -> str:
+        from onnx import numpy_helper
+
+        arr = np.asarray(value, dtype=dtype) if dtype is not None else np.asarray(value)
+        if arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        name = self.name(hint)
+        self.inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None, outputs: int = 1, **attrs: object) -> str | list[str]:
+        from onnx import helper
+
+        outs = [self.name(hint or op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, inputs, outs, name=self.name(op_type), **attrs))
+        return outs[0] if outputs == 1 else outs
+
+    def qdq(self, x: str, q: QParams | None) -> str:
+        if q is None or not self.quantized:
+            return x
+        dtype = np.uint8 if q.qmin >= 0 else np.int8
+        scale, zp = self.const(np.float32(q.scale), "scale"), self.const(q.zero_point, "zp", dtype)
+        return self.op("DequantizeLinear", [self.op("QuantizeLinear", [x, scale, zp]), scale, zp])  # type: ignore[list-item]
+
+    def linear(self, x: str, lin: Linear) -> str:
+        x = self.qdq(x, lin.input_q)
+        if self.quantized and lin.weight_q is not None and lin.weight_int8 is not None:
+            q = lin.weight_q
+            w_int8 = self.const(np.ascontiguousarray(lin.weight_int8.T), f"{lin.name}.weight_int8")
+            w = self.op("DequantizeLinear", [w_int8, self.const(np.float32(q.scale), "scale"), self.const(q.zero_point, "zp", np.int8)])
+        else:
+            w = self.const(np.ascontiguousarray(lin.weight.T.astype(np.float32)), f"{lin.name}.weight_t")
+        return self.op("Add", [self.op("MatMul", [x, w]), self.const(lin.bias.astype(np.float32), f"{lin.name}.bias")])  # type: ignore[list-item]
+
+    def layer_norm(self, x: str, ln: LayerNorm) -> str:
+        return self.op("LayerNormalization", [x, self.const(ln.gamma.astype(np.float32), "gamma"), self.const(ln.beta.astype(np.float32), "beta")],
+                       axis=-1, epsilon=float(ln.eps))  # type: ignore[return-value]
+
+    def gelu(self, x: str) -> str:
+        erf = self.op("Erf", [self.op("Div", [x, self.const(np.float32(np.sqrt(2.0)))])])  # type: ignore[list-item]
+        return self.op("Mul", [self.op("Mul", [x, self.op("Add", [erf, self.const(np.float32(1.0))])]), self.const(np.float32(0.5))])  # type: ignore
+
+
+def _embedding_table(g: _Graph, table: np.ndarray, q: QParams | None, hint: str) -> str:
+    if g.quantized and q is not None:
+        ints = q.quantize(table).astype(np.int8)
+        return g.op("DequantizeLinear", [g.const(ints, hint + "_int8"), g.const(np.float32(q.scale), "scale"),
+                                         g.const(q.zero_point, "zp", np.int8)])  # type: ignore[return-value]
+    return g.const(table.astype(np.float32), hint)
+
+
+def build_graph(model: BertModel, quantized: bool | None = None):  # noqa: ANN201 - returns onnx.ModelProto
+    """The ONNX model for ``model``; ``quantized`` defaults to True for QAT models."""
+    from onnx import TensorProto, helper
+
+    quantized = model.quantized if quantized is None else quantized
+    if quantized and not model.quantized:
+        raise ExportError("an int8 graph needs a QAT checkpoint; this model holds no quantization state")
+    g = _Graph(quantized)
+    c, e = model.config, model.embeddings
+    heads, d = c.heads, c.hidden // c.heads
+    ids, mask, types = "input_ids", "attention_mask", "token_type_ids"
+
+    seq = g.op("Gather", [g.op("Shape", [ids]), g.const(np.int64(1))], axis=0)  # type: ignore[list-item]
+    positions = g.op("Range", [g.const(np.int64(0)), seq, g.const(np.int64(1))])  # type: ignore[list-item]
+    parts = {
+        "word": g.op("Gather", [_embedding_table(g, e.word, e.table_q.get("word"), "word_embeddings"), ids], axis=0),
+        "position": g.op("Gather", [_embedding_table(g, e.position, e.table_q.get("position"), "position_embeddings"), positions], axis=0),
+        "token_type": g.op("Gather", [_embedding_table(g, e.token_type, e.table_q.get("token_type"), "token_type_embeddings"), types], axis=0),
+    }
+    parts = {k: g.qdq(v, e.output_q.get(k)) for k, v in parts.items()}  # type: ignore[arg-type]
+    x = g.layer_norm(g.op("Add", [g.op("Add", [parts["word"], parts["position"]]), parts["token_type"]]), e.ln)  # type: ignore[list-item]
+
+    mask_f = g.op("Cast", [mask], to=TensorProto.FLOAT)
+    mask_add = g.op("Mul", [g.op("Sub", [g.const(np.float32(1.0)), mask_f]), g.const(np.float32(MASK_VALUE))])  # type: ignore[list-item]
+    mask_add = g.op("Unsqueeze", [mask_add, g.const(np.array([1, 2], dtype=np.int64))])  # type: ignore[list-item]
+    split_shape = g.const(np.array([0, 0, heads, d], dtype=np.int64), "split_shape")
+    merge_shape = g.const(np.array([0, 0, c.hidden], dtype=np.int64), "merge_shape")
+    sqrt_d = g.const(np.float32(np.sqrt(d)), "sqrt_d")
+
+    for layer in model.layers:
+        q, k, v = (g.op("Reshape", [g.linear(x, lin), split_shape]) for lin in (layer.query, layer.key, layer.value))
+        aq = layer.attn_q if quantized else None
+        q = g.qdq(g.op("Transpose", [q], perm=[0, 2, 1, 3]), aq and aq.qk[0])  # type: ignore[arg-type]
+        k = g.qdq(g.op("Transpose", [k], perm=[0, 2, 3, 1]), aq and aq.qk[1])  # type: ignore[arg-type]
+        scores = g.qdq(g.op("MatMul", [q, k]), aq and aq.qk[2])  # type: ignore[arg-type]
+        probs = g.op("Softmax", [g.op("Add", [g.op("Div", [scores, sqrt_d]), mask_add])], axis=-1)  # type: ignore[list-item]
+        probs = g.qdq(probs, aq and aq.pv[0])  # type: ignore[arg-type]
+        v = g.qdq(g.op("Transpose", [v], perm=[0, 2, 1, 3]), aq and aq.pv[1])  # type: ignore[arg-type]
+        ctx = g.qdq(g.op("MatMul", [probs, v]), aq and aq.pv[2])  # type: ignore[arg-type]
+        ctx = g.op("Reshape", [g.op("Transpose", [ctx], perm=[0, 2, 1, 3]), merge_shape])  # type: ignore[list-item]
+        x = g.layer_norm(g.op("Add", [g.linear(ctx, layer.attn_out), x]), layer.ln_attn)  # type: ignore[arg-type, list-item]
+        ffn = g.linear(g.gelu(g.linear(x, layer.ffn_in)), layer.ffn_out)
+        x = g.layer_norm(g.op("Add", [ffn, x]), layer.ln_out)  # type: ignore[list-item, arg-type]
+
+    names = model.output_names
+    if model.qa is not None:
+        logits = g.linear(x, model.qa)
+        halves = g.op("Split", [logits, g.const(np.array([1, 1], dtype=np.int64))], outputs=2, axis=-1)
+        axis = g.const(np.array([-1], dtype=np.int64))
+        for half, out in zip(halves, names, strict=True):
+            g.nodes.append(helper.make_node("Squeeze", [half, axis], [out], name=g.name("Squeeze")))
+        shapes = [["batch", "sequence"]] * 2
+    elif model.classifier is not None:
+        pooled = g.op("Gather", [x, g.const(np.int64(0))], axis=1)
+        if model.pooler is not None:
+            pooled = g.op("Tanh", [g.linear(pooled, model.pooler)])  # type: ignore[arg-type]
+        g.nodes.append(helper.make_node("Identity", [g.linear(pooled, model.classifier)], names, name=g.name("Identity")))  # type: ignore
+        shapes = [["batch", len(c.labels) or model.classifier.weight.shape[0]]]
+    else:
+        g.nodes.append(helper.make_node("Identity", [x], names, name=g.name("Identity")))
+        shapes = [["batch", "sequence", c.hidden]]
+
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in (ids, mask, types)]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes, strict=True)]
+    graph = helper.make_graph(g.nodes, "obert_int8" if quantized else "obert_fp32", inputs, outputs, initializer=g.inits)
+    onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="obert-zoo")
+    onnx_model.ir_version = 8
+    return onnx_model
+
+
+def export(model: BertModel, out: Path, quantized: bool | None = None) -> str:
+    """Write the checked ONNX graph to ``out`` atomically; returns its sha256."""
+    import os
+
+    import onnx
+
+    proto = build_graph(model, quantized)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"exported graph failed onnx.checker: {str(exc).splitlines()[0]}") from None
+    data = proto.SerializeToString()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"cannot write {out}: {exc.strerror}") from None
+    return hashlib.sha256(data).hexdigest()
