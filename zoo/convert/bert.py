@@ -271,8 +271,10 @@ def describe(state: dict[str, np.ndarray], config: BertConfig) -> BertModel:
     layers = []
     for i in range(config.layers):
         p = f"encoder.layer.{i}"
-        pre = keys.prefix
-        lin = lambda n, o, i_: _linear(keys, pre + f"{p}.{n}", o, i_, bare=True)  # noqa: E731
+
+        def lin(n: str, o: int, i_: int, p: str = p) -> Linear:
+            return _linear(keys, keys.prefix + f"{p}.{n}", o, i_, bare=True)
+
         layers.append(Layer(
             query=lin("attention.self.query", h, h), key=lin("attention.self.key", h, h), value=lin("attention.self.value", h, h),
             attn_out=lin("attention.output.dense", h, h), ln_attn=_layer_norm(keys, f"{p}.attention.output.LayerNorm", h, config.eps),
