@@ -25,7 +25,7 @@ def script() -> list[str]:
     if candidate.exists():
         return [str(candidate)]
     found = shutil.which("zoo")
-    return [found] if found else [sys.executable, "-m", "zoo.cli"]
+    return [found] if found else [sys.executable, "-m", "zoo"]
 
 
 def heavy_imports(args: tuple[str, ...]) -> list[str]:

@@ -41,7 +41,7 @@ def cli():  # noqa: ANN201
 
     def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> CliResult:
         proc = subprocess.run(
-            [sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True, input=input,
+            [sys.executable, "-m", "zoo", *args], capture_output=True, text=True, input=input,
             env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=600,
         )
         return CliResult(proc.returncode, proc.stdout, proc.stderr)

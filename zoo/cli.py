@@ -197,5 +197,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
 
 
-if __name__ == "__main__":
-    main()
+import zoo.cli_convert  # noqa: E402,F401  (registers inspect/export)

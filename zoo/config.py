@@ -34,3 +34,8 @@ def bundled_registry() -> Path:
     """The registry shipped with the package: ``zoo/registry.db`` in a wheel, ``./registry.db`` in a checkout."""
     packaged = Path(__file__).resolve().parent / "registry.db"
     return packaged if packaged.exists() else project_root() / "registry.db"
+
+
+def model_dir(name: str) -> Path:
+    """Where an installed catalog model's repo files live: ``$ZOO_HOME/models/<name>``."""
+    return zoo_home() / "models" / name

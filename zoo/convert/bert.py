@@ -47,6 +47,12 @@ class Linear:
     weight_q: QParams | None = None
     weight_int8: np.ndarray | None = None
     input_q: QParams | None = None
+    stored_weight: np.ndarray | None = None  # QAT: the float weight as the checkpoint holds it (its zeros are the pruning)
+
+    @property
+    def pruning_weight(self) -> np.ndarray:
+        """The weight whose zeros are the pruning pattern (int8 rounding adds zeros of its own)."""
+        return self.stored_weight if self.stored_weight is not None else self.weight
 
 
 @dataclass
@@ -222,6 +228,7 @@ def _linear(keys: _Keys, name: str, out_f: int, in_f: int, bare: bool = False) -
     iq = keys.qparams(f"{name}.quant.activation_post_process", ACT_RANGE, bare)
     lin = Linear(name=name, weight=weight, bias=bias, weight_q=wq, input_q=iq)
     if wq is not None:
+        lin.stored_weight = weight
         lin.weight_int8 = wq.quantize(weight).astype(np.int8)
         lin.weight = ((lin.weight_int8.astype(np.float32) - wq.zero_point) * np.float32(wq.scale)).astype(np.float32)
     return lin

@@ -1,0 +1,74 @@
+"""``zoo inspect`` and ``zoo export``: the converter's commands (registered on the main ``zoo`` group)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from zoo.cli import app, console, emit_json, json_option
+
+
+def _load(name_or_dir: str):  # noqa: ANN202
+    from zoo.convert import locate
+    from zoo.convert.repo import load_model
+
+    source = locate(name_or_dir)
+    return source, load_model(source.path)
+
+
+@app.command("inspect")
+@click.argument("model")
+@json_option
+def inspect_cmd(model: str, as_json: bool) -> None:
+    """Per-layer shape, sparsity, block-4 conformity, dtype and quantization of MODEL's checkpoint.
+
+    MODEL is a catalog name (installed) or a directory holding a Hub-style repo. Warns where the
+    catalog disagrees with what the file holds.
+    """
+    from rich.table import Table
+
+    from zoo.convert.inspect import inspect_model
+
+    source, bert = _load(model)
+    card = source.card
+    report = inspect_model(bert, card.sparsity if card else None, card.pattern if card else None, card.quantized if card else None)
+    if as_json:
+        return emit_json({"model": source.label, "task": bert.task, **report.to_dict()})
+    table = Table(title=f"{source.label}: {bert.config.layers} layers, hidden {bert.config.hidden}, {bert.task}", title_justify="left")
+    for col in ("layer", "shape", "sparsity", "block4", "pattern", "dtype", "quantization"):
+        table.add_column(col, justify="right" if col in ("sparsity", "block4") else "left")
+    for r in report.layers:
+        table.add_row(r.name, f"{r.shape[0]}x{r.shape[1]}", f"{r.sparsity:.2f}%", f"{r.block4:.1f}%", r.pattern, r.dtype, r.quantization)
+    con = console()
+    con.print(table)
+    con.print(f"encoder: {report.sparsity:.2f}% sparse, {report.pattern}, {'int8 QAT' if report.quantized else 'fp32'}")
+    for w in report.warnings:
+        sys.stderr.write(f"warning: {w}\n")
+
+
+@app.command("export")
+@click.argument("model")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Where to write the ONNX file (default: next to the checkpoint).")
+@click.option("--fp32", is_flag=True, help="For a QAT model, export the float graph instead of the int8 QDQ graph.")
+@json_option
+def export_cmd(model: str, output: Path | None, fp32: bool, as_json: bool) -> None:
+    """Export MODEL to ONNX (opset 17, dynamic batch and sequence), checked by onnx.checker.
+
+    QAT models get an int8 graph with QuantizeLinear/DequantizeLinear at every fake-quant point.
+    """
+    from zoo.convert.onnx_export import export
+
+    start = time.perf_counter()
+    source, bert = _load(model)
+    quantized = bert.quantized and not fp32
+    out = output or source.path / ("model.int8.onnx" if quantized else "model.onnx")
+    digest = export(bert, out, quantized=quantized)
+    result = {"model": source.label, "path": str(out), "sha256": digest, "quantized": quantized, "bytes": out.stat().st_size,
+              "outputs": bert.output_names, "seconds": round(time.perf_counter() - start, 2)}
+    if as_json:
+        return emit_json(result)
+    console().print(f"wrote {out} ({result['bytes'] / 1e6:.1f} MB, {'int8 QDQ' if quantized else 'fp32'}, "
+                    f"outputs {', '.join(bert.output_names)}) sha256 {digest[:16]}... in {result['seconds']} s")
