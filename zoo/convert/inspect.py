@@ -57,7 +57,8 @@ def linear_stats(lin: Linear) -> LinearStats:
         quant = f"int8 w(scale {lin.weight_q.scale:.3g})"
         if lin.input_q is not None:
             quant += f", uint8 x(scale {lin.input_q.scale:.3g}, zp {lin.input_q.zero_point})"
-    return LinearStats(lin.name.removeprefix("bert."), (out_f, in_f), float(100 - nz.mean() * 100), block4, "int8" if lin.weight_int8 is not None else str(w.dtype), quant)
+    dtype = "int8" if lin.weight_int8 is not None else str(w.dtype)
+    return LinearStats(lin.name.removeprefix("bert."), (out_f, in_f), float(100 - nz.mean() * 100), block4, dtype, quant)
 
 
 def inspect_model(model: BertModel, expected_sparsity: float | None = None, expected_pattern: str | None = None,
