@@ -1,9 +1,11 @@
-"""Setuptools hook: ship the top-level registry.db inside the wheel as zoo/registry.db."""
+"""Setuptools hooks: ship registry.db inside the wheel as zoo/registry.db; build the sparse kernels (C, OpenMP)."""
 
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+import sys
+
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 
@@ -18,4 +20,12 @@ class BuildWithRegistry(build_py):
         shutil.copyfile(source, target)
 
 
-setup(cmdclass={"build_py": BuildWithRegistry})
+openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
+kernels = Extension(
+    "zoo.runtime._kernels",
+    sources=["zoo/runtime/_kernels.c"],
+    extra_compile_args=["-O3", "-std=c11", *openmp],
+    extra_link_args=openmp,
+)
+
+setup(cmdclass={"build_py": BuildWithRegistry}, ext_modules=[kernels])
