@@ -12,6 +12,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <math.h>
 #ifdef _OPENMP
@@ -29,26 +30,26 @@
 static int has_avx512 = 0, has_vnni = 0;
 
 /* ------------------------------------------------------------------ fp32 CSR (portable) */
-static void csr_f32_row_generic(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t T,
-                                float *y, float bias) {
+static void csr_f32_row_generic(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
+                                int64_t T, float *y, float bias) {
     for (int64_t t = 0; t < T; t++) y[t] = bias;
     for (int64_t k = a; k < b; k++) {
         const float w = vals[k];
-        const float *x = X + (int64_t)cols[k] * T;
+        const float *x = X + (int64_t)cols[k] * ldx;
         for (int64_t t = 0; t < T; t++) y[t] += w * x[t];
     }
 }
 
 #if ZOO_X86
 __attribute__((target("avx512f")))
-static void csr_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t T,
-                               float *y, float bias) {
+static void csr_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
+                               int64_t T, float *y, float bias) {
     int64_t t0 = 0;
     for (; t0 + TILE <= T; t0 += TILE) {
         __m512 c0 = _mm512_set1_ps(bias), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
         for (int64_t k = a; k < b; k++) {
             const __m512 w = _mm512_set1_ps(vals[k]);
-            const float *x = X + (int64_t)cols[k] * T + t0;
+            const float *x = X + (int64_t)cols[k] * ldx + t0;
             c0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x), c0);
             c1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 16), c1);
             c2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 32), c2);
@@ -62,34 +63,46 @@ static void csr_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a
         _mm512_storeu_ps(o, c0); _mm512_storeu_ps(o + 16, c1); _mm512_storeu_ps(o + 32, c2); _mm512_storeu_ps(o + 48, c3);
         _mm512_storeu_ps(o + 64, c4); _mm512_storeu_ps(o + 80, c5); _mm512_storeu_ps(o + 96, c6); _mm512_storeu_ps(o + 112, c7);
     }
+    for (; t0 + 64 <= T; t0 += 64) {
+        __m512 c0 = _mm512_set1_ps(bias), c1 = c0, c2 = c0, c3 = c0;
+        for (int64_t k = a; k < b; k++) {
+            const __m512 w = _mm512_set1_ps(vals[k]);
+            const float *x = X + (int64_t)cols[k] * ldx + t0;
+            c0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x), c0);
+            c1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 16), c1);
+            c2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 32), c2);
+            c3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 48), c3);
+        }
+        _mm512_storeu_ps(y + t0, c0); _mm512_storeu_ps(y + t0 + 16, c1); _mm512_storeu_ps(y + t0 + 32, c2); _mm512_storeu_ps(y + t0 + 48, c3);
+    }
     for (; t0 < T; t0 += 16) {  /* tail: one (masked) vector at a time */
         const int64_t n = T - t0 < 16 ? T - t0 : 16;
         const __mmask16 m = (__mmask16)((1u << n) - 1u);
         __m512 c = _mm512_set1_ps(bias);
         for (int64_t k = a; k < b; k++)
-            c = _mm512_fmadd_ps(_mm512_set1_ps(vals[k]), _mm512_maskz_loadu_ps(m, X + (int64_t)cols[k] * T + t0), c);
+            c = _mm512_fmadd_ps(_mm512_set1_ps(vals[k]), _mm512_maskz_loadu_ps(m, X + (int64_t)cols[k] * ldx + t0), c);
         _mm512_mask_storeu_ps(y + t0, m, c);
     }
 }
 
 /* block-4 CSR: each block = 4 weights on input features c..c+3 */
 __attribute__((target("avx512f")))
-static void b4_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t T,
-                              float *y, float bias) {
+static void b4_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
+                              int64_t T, float *y, float bias) {
     int64_t t0 = 0;
     for (; t0 + TILE <= T; t0 += TILE) {
         __m512 c[8];
         for (int i = 0; i < 8; i++) c[i] = _mm512_set1_ps(bias);
         for (int64_t k = a; k < b; k++) {
-            const float *x = X + (int64_t)cols[k] * T + t0;
+            const float *x = X + (int64_t)cols[k] * ldx + t0;
             const float *w4 = vals + 4 * k;
             const __m512 w0 = _mm512_set1_ps(w4[0]), w1 = _mm512_set1_ps(w4[1]), w2 = _mm512_set1_ps(w4[2]), w3 = _mm512_set1_ps(w4[3]);
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++) {
                 __m512 s = _mm512_mul_ps(w0, _mm512_loadu_ps(x + 16 * i));
-                s = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + T + 16 * i), s);
-                s = _mm512_fmadd_ps(w2, _mm512_loadu_ps(x + 2 * T + 16 * i), s);
-                s = _mm512_fmadd_ps(w3, _mm512_loadu_ps(x + 3 * T + 16 * i), s);
+                s = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + ldx + 16 * i), s);
+                s = _mm512_fmadd_ps(w2, _mm512_loadu_ps(x + 2 * ldx + 16 * i), s);
+                s = _mm512_fmadd_ps(w3, _mm512_loadu_ps(x + 3 * ldx + 16 * i), s);
                 c[i] = _mm512_add_ps(c[i], s);
             }
         }
@@ -100,9 +113,9 @@ static void b4_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a,
         const __mmask16 m = (__mmask16)((1u << n) - 1u);
         __m512 c = _mm512_set1_ps(bias);
         for (int64_t k = a; k < b; k++) {
-            const float *x = X + (int64_t)cols[k] * T + t0;
+            const float *x = X + (int64_t)cols[k] * ldx + t0;
             for (int j = 0; j < 4; j++)
-                c = _mm512_fmadd_ps(_mm512_set1_ps(vals[4 * k + j]), _mm512_maskz_loadu_ps(m, x + j * T), c);
+                c = _mm512_fmadd_ps(_mm512_set1_ps(vals[4 * k + j]), _mm512_maskz_loadu_ps(m, x + j * ldx), c);
         }
         _mm512_mask_storeu_ps(y + t0, m, c);
     }
@@ -137,13 +150,13 @@ static void b4_i8_row_vnni(const int32_t *wpk, const int32_t *groups, int64_t a,
 }
 #endif
 
-static void b4_f32_row_generic(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t T,
-                               float *y, float bias) {
+static void b4_f32_row_generic(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
+                               int64_t T, float *y, float bias) {
     for (int64_t t = 0; t < T; t++) y[t] = bias;
     for (int64_t k = a; k < b; k++)
         for (int j = 0; j < 4; j++) {
             const float w = vals[4 * k + j];
-            const float *x = X + ((int64_t)cols[k] + j) * T;
+            const float *x = X + ((int64_t)cols[k] + j) * ldx;
             for (int64_t t = 0; t < T; t++) y[t] += w * x[t];
         }
 }
@@ -225,24 +238,135 @@ static void set_threads(int threads) {
 #endif
 }
 
-/* csr_f32(kind, indptr, cols, vals, bias, X, Y, rows, T, threads) ; kind 0 = CSR, 1 = block-4 CSR, 2 = force generic CSR */
-static PyObject *py_spmm_f32(PyObject *self, PyObject *args) {
-    int kind, threads;
-    Py_ssize_t indptr, cols, vals, bias, X, Y, rows, T;
-    if (!PyArg_ParseTuple(args, "innnnnnnni", &kind, &indptr, &cols, &vals, &bias, &X, &Y, &rows, &T, &threads)) return NULL;
-    const int64_t *ip = PTR(const int64_t *, indptr);
+/* ------------------------------------------------------------------ attention */
+/* y[0:len] = sum_c w[c * ws] * X[c * ldx + 0:len]  (a dense "row" product: scores rows and context rows) */
+static void dense_row_generic(const float *w, int64_t ws, int64_t n, const float *X, int64_t ldx, int64_t len, float *y) {
+    for (int64_t t = 0; t < len; t++) y[t] = 0.0f;
+    for (int64_t c = 0; c < n; c++) {
+        const float wc = w[c * ws];
+        const float *x = X + c * ldx;
+        for (int64_t t = 0; t < len; t++) y[t] += wc * x[t];
+    }
+}
+
+#if ZOO_X86
+__attribute__((target("avx512f")))
+static void dense_row_avx512(const float *w, int64_t ws, int64_t n, const float *X, int64_t ldx, int64_t len, float *y) {
+    int64_t t0 = 0;
+    for (; t0 + 64 <= len; t0 += 64) {
+        __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+        for (int64_t c = 0; c < n; c++) {
+            const __m512 wc = _mm512_set1_ps(w[c * ws]);
+            const float *x = X + c * ldx + t0;
+            c0 = _mm512_fmadd_ps(wc, _mm512_loadu_ps(x), c0);
+            c1 = _mm512_fmadd_ps(wc, _mm512_loadu_ps(x + 16), c1);
+            c2 = _mm512_fmadd_ps(wc, _mm512_loadu_ps(x + 32), c2);
+            c3 = _mm512_fmadd_ps(wc, _mm512_loadu_ps(x + 48), c3);
+        }
+        _mm512_storeu_ps(y + t0, c0); _mm512_storeu_ps(y + t0 + 16, c1); _mm512_storeu_ps(y + t0 + 32, c2); _mm512_storeu_ps(y + t0 + 48, c3);
+    }
+    for (; t0 < len; t0 += 16) {
+        const int64_t r = len - t0 < 16 ? len - t0 : 16;
+        const __mmask16 m = (__mmask16)((1u << r) - 1u);
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t c = 0; c < n; c++) acc = _mm512_fmadd_ps(_mm512_set1_ps(w[c * ws]), _mm512_maskz_loadu_ps(m, X + c * ldx + t0), acc);
+        _mm512_mask_storeu_ps(y + t0, m, acc);
+    }
+}
+#endif
+
+static inline void dense_row(const float *w, int64_t ws, int64_t n, const float *X, int64_t ldx, int64_t len, float *y) {
+#if ZOO_X86
+    if (has_avx512) { dense_row_avx512(w, ws, n, X, ldx, len, y); return; }
+#endif
+    dense_row_generic(w, ws, n, X, ldx, len, y);
+}
+
+/* fake quantization (uint8 attention points); scale <= 0 means "not quantized" */
+static void fake_quant(float *x, int64_t n, float scale, float zp) {
+    if (scale <= 0.0f) return;
+    for (int64_t i = 0; i < n; i++) {
+        float q = nearbyintf(x[i] / scale) + zp;
+        q = q < 0.0f ? 0.0f : (q > 255.0f ? 255.0f : q);
+        x[i] = (q - zp) * scale;
+    }
+}
+
+/* copy a [d][S] block with row stride T into a packed [d][S] buffer, fake-quantizing it */
+static void gather_block(const float *src, int64_t T, int64_t d, int64_t S, float *dst, float scale, float zp) {
+    for (int64_t c = 0; c < d; c++) memcpy(dst + c * S, src + c * T, (size_t)S * sizeof(float));
+    fake_quant(dst, d * S, scale, zp);
+}
+
+/* attention(qkv [3H][T], out [H][T], mask_add [B][S], B, S, heads, d, scale, qp (12 floats: scale/zp of q, k, scores,
+ * probs, v, context; scale 0 = none), threads). T = B * S; one task per (sequence, head). */
+static PyObject *py_attention(PyObject *self, PyObject *args) {
+    Py_ssize_t qkv, out, mask, B, S, heads, d, qp_ptr; float scale; int threads;
+    if (!PyArg_ParseTuple(args, "nnnnnnnfni", &qkv, &out, &mask, &B, &S, &heads, &d, &scale, &qp_ptr, &threads)) return NULL;
+    const float *qp = PTR(const float *, qp_ptr);
+    const int64_t H = heads * d, T = B * S;
+    int failed = 0;
     Py_BEGIN_ALLOW_THREADS
     set_threads(threads);
+#pragma omp parallel
+    {
+        float *buf = (float *)malloc((size_t)(3 * d * S + 2 * S * S) * sizeof(float));
+        if (!buf) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (Py_ssize_t task = 0; task < B * heads; task++) {
+            if (!buf) continue;
+            const int64_t b = task / heads, h = task % heads;
+            float *Q = buf, *Kb = buf + d * S, *V = buf + 2 * d * S, *P = buf + 3 * d * S, *PT = P + S * S;
+            const float *base = PTR(const float *, qkv) + b * S;
+            gather_block(base + (h * d) * T, T, d, S, Q, qp[0], qp[1]);
+            gather_block(base + (H + h * d) * T, T, d, S, Kb, qp[2], qp[3]);
+            gather_block(base + (2 * H + h * d) * T, T, d, S, V, qp[8], qp[9]);
+            for (int64_t i = 0; i < S; i++) dense_row(Q + i, S, d, Kb, S, S, P + i * S);  /* P[i][:] = sum_c Q[c][i] K[c][:] */
+            fake_quant(P, S * S, qp[4], qp[5]);
+            for (int64_t i = 0; i < S; i++) softmax_row(P + i * S, PTR(const float *, mask) + b * S, S, scale);
+            fake_quant(P, S * S, qp[6], qp[7]);
+            for (int64_t i = 0; i < S; i++)
+                for (int64_t j = 0; j < S; j++) PT[j * S + i] = P[i * S + j];
+            float *o = PTR(float *, out) + (h * d) * T + b * S;
+            for (int64_t c = 0; c < d; c++) {  /* ctx[c][:] = sum_j V[c][j] P^T[j][:] */
+                dense_row(V + c * S, 1, S, PT, S, S, o + c * T);
+                fake_quant(o + c * T, S, qp[10], qp[11]);
+            }
+        }
+        free(buf);
+    }
+    Py_END_ALLOW_THREADS
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* spmm_f32(kind, indptr, cols, vals, bias, X, Y, rows, in_features, T, threads): kind 0 = CSR, 1 = block-4 CSR.
+ * Tokens are processed in tiles small enough that the input rows a tile gathers stay in L2. */
+static PyObject *py_spmm_f32(PyObject *self, PyObject *args) {
+    int kind, threads;
+    Py_ssize_t indptr, cols, vals, bias, X, Y, rows, in_f, T;
+    if (!PyArg_ParseTuple(args, "innnnnnnnni", &kind, &indptr, &cols, &vals, &bias, &X, &Y, &rows, &in_f, &T, &threads)) return NULL;
+    const int64_t *ip = PTR(const int64_t *, indptr);
+    const Py_ssize_t tile = (in_f * T * 4 > (640 << 10)) ? 64 : T;
+    Py_BEGIN_ALLOW_THREADS
+    set_threads(threads);
+    for (Py_ssize_t t0 = 0; t0 < T; t0 += tile) {
+        const Py_ssize_t tw = T - t0 < tile ? T - t0 : tile;
+        const float *Xt = PTR(const float *, X) + t0;
 #pragma omp parallel for schedule(dynamic, 8)
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        const float bv = PTR(const float *, bias)[r];
-        float *yr = PTR(float *, Y) + r * T;
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            const float bv = PTR(const float *, bias)[r];
+            float *yr = PTR(float *, Y) + r * T + t0;
 #if ZOO_X86
-        if (has_avx512 && kind == 0) { csr_f32_row_avx512(PTR(const float *, vals), PTR(const int32_t *, cols), ip[r], ip[r + 1], PTR(const float *, X), T, yr, bv); continue; }
-        if (has_avx512 && kind == 1) { b4_f32_row_avx512(PTR(const float *, vals), PTR(const int32_t *, cols), ip[r], ip[r + 1], PTR(const float *, X), T, yr, bv); continue; }
+            if (has_avx512 && kind == 0) { csr_f32_row_avx512(PTR(const float *, vals), PTR(const int32_t *, cols), ip[r], ip[r + 1], Xt, T, tw, yr, bv); continue; }
+            if (has_avx512 && kind == 1) { b4_f32_row_avx512(PTR(const float *, vals), PTR(const int32_t *, cols), ip[r], ip[r + 1], Xt, T, tw, yr, bv); continue; }
 #endif
-        if (kind == 1) b4_f32_row_generic(PTR(const float *, vals), PTR(const int32_t *, cols), ip[r], ip[r + 1], PTR(const float *, X), T, yr, bv);
-        else csr_f32_row_generic(PTR(const float *, vals), PTR(const int32_t *, cols), ip[r], ip[r + 1], PTR(const float *, X), T, yr, bv);
+            if (kind == 1) b4_f32_row_generic(PTR(const float *, vals), PTR(const int32_t *, cols), ip[r], ip[r + 1], Xt, T, tw, yr, bv);
+            else csr_f32_row_generic(PTR(const float *, vals), PTR(const int32_t *, cols), ip[r], ip[r + 1], Xt, T, tw, yr, bv);
+        }
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
@@ -314,6 +438,7 @@ static PyObject *py_features(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"spmm_f32", py_spmm_f32, METH_VARARGS, "fp32 CSR / block-4 CSR sparse x dense product"},
     {"spmm_i8", py_spmm_i8, METH_VARARGS, "int8 block-4 x uint8 product (VNNI when present)"},
+    {"attention", py_attention, METH_VARARGS, "multi-head attention over features x tokens activations"},
     {"gelu", py_gelu, METH_VARARGS, "in-place exact-erf GELU"},
     {"softmax", py_softmax, METH_VARARGS, "in-place scaled, masked softmax over attention rows"},
     {"quantize", py_quantize, METH_VARARGS, "fp32 [F][T] -> uint8 [F/4][T][4]"},

@@ -1,0 +1,199 @@
+"""Pack each encoder Linear for the kernels: dense (BLAS), CSR fp32, block-4 CSR fp32, or int8 block-4.
+
+fp32 Linears are packed every way their weights allow and the fastest on this machine is kept
+(measured on a 128-token input), so the choice follows speed, not the model's name. QAT Linears whose
+weights are int8 per-tensor symmetric take the int8 path: uint8 activations x int8 weights summed in
+int32 (VNNI), then one multiply-add per output folds the scales, the activation zero point and the bias.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from zoo.convert.bert import Linear, QParams
+from zoo.runtime import _kernels as K
+
+KINDS = ("dense", "csr", "block4", "int8-block4")
+# BLAS keeps its own spinning thread pool, which fights the kernels' OpenMP threads for the cores; dense BLAS is
+# therefore only a candidate when a weight is mostly non-zero (dense models, where it wins by a wide margin).
+DENSE_ABOVE = 0.6
+
+
+class Workspace:
+    """Reusable output buffers keyed by role and shape: no page faults from fresh large allocations per call."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple, np.ndarray] = {}
+
+    def get(self, key: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        k = (key, shape, np.dtype(dtype).str)
+        buf = self._bufs.get(k)
+        if buf is None:
+            buf = self._bufs[k] = np.empty(shape, dtype=dtype)
+        return buf
+
+
+@dataclass
+class PackedLinear:
+    """One Linear (or fused Q/K/V) ready for ``Y[out, T] = W X[in, T] + b``."""
+
+    name: str
+    kind: str
+    out_features: int
+    in_features: int
+    bias: np.ndarray
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    input_q: QParams | None = None
+    threads: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def nnz(self) -> int:
+        if self.kind == "dense":
+            return int(np.count_nonzero(self.arrays["weight"]))
+        if self.kind == "csr":
+            return int(self.arrays["vals"].size)
+        return int(self.arrays["indptr"][-1]) * 4
+
+    def __call__(self, x: np.ndarray, ws: Workspace) -> np.ndarray:
+        t = x.shape[1]
+        y = ws.get(f"{self.name}.y", (self.out_features, t))
+        a = self.arrays
+        if self.input_q is not None and self.kind != "int8-block4":
+            x = np.ascontiguousarray(self.input_q.fake(x))
+        if self.kind == "dense":
+            np.matmul(a["weight"], x, out=y)
+            y += self.bias[:, None]
+        elif self.kind in ("csr", "block4"):
+            cols = a["cols"]
+            K.spmm_f32(0 if self.kind == "csr" else 1, a["indptr"].ctypes.data, cols.ctypes.data, a["vals"].ctypes.data,
+                       self.bias.ctypes.data, x.ctypes.data, y.ctypes.data, self.out_features, self.in_features, t, self.threads)
+        else:
+            q = self.input_q
+            assert q is not None
+            x8 = ws.get(f"{self.name}.x8", (self.in_features // 4, t, 4), np.uint8)
+            K.quantize(x.ctypes.data, x8.ctypes.data, self.in_features, t, float(q.scale), float(q.zero_point), self.threads)
+            K.spmm_i8(a["indptr"].ctypes.data, a["groups"].ctypes.data, a["wpk"].ctypes.data, a["scale"].ctypes.data,
+                      a["offset"].ctypes.data, x8.ctypes.data, y.ctypes.data, self.out_features, t, self.threads, 0)
+        return y
+
+
+def _csr(w: np.ndarray) -> dict[str, np.ndarray]:
+    nz = w != 0
+    return {"indptr": np.concatenate([[0], np.cumsum(nz.sum(1))]).astype(np.int64),
+            "cols": np.ascontiguousarray(np.nonzero(nz)[1], dtype=np.int32), "vals": np.ascontiguousarray(w[nz], dtype=np.float32)}
+
+
+def _blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """indptr over rows, (row, group) of every block holding a non-zero."""
+    out_f, in_f = w.shape
+    keep = (w.reshape(out_f, in_f // 4, 4) != 0).any(-1)
+    rows, groups = np.nonzero(keep)
+    return np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int64), rows, groups
+
+
+def _block4(w: np.ndarray) -> dict[str, np.ndarray] | None:
+    if w.shape[1] % 4:
+        return None
+    indptr, rows, groups = _blocks(w)
+    vals = w.reshape(w.shape[0], -1, 4)[rows, groups]
+    return {"indptr": indptr, "cols": np.ascontiguousarray(groups * 4, dtype=np.int32), "vals": np.ascontiguousarray(vals.reshape(-1), dtype=np.float32)}
+
+
+def int8_ready(lin: Linear) -> bool:
+    return (lin.weight_int8 is not None and lin.weight_q is not None and lin.weight_q.zero_point == 0 and lin.input_q is not None
+            and lin.weight.shape[1] % 4 == 0)
+
+
+def _int8(name: str, w8: np.ndarray, wq: QParams, xq: QParams, bias: np.ndarray, threads: int) -> PackedLinear:
+    indptr, rows, groups = _blocks(w8)
+    blocks = np.ascontiguousarray(w8.reshape(w8.shape[0], -1, 4)[rows, groups])
+    scale = np.float32(xq.scale) * np.float32(wq.scale)
+    rowsum = w8.astype(np.int64).sum(1)
+    arrays = {
+        "indptr": indptr, "groups": np.ascontiguousarray(groups, dtype=np.int32), "wpk": blocks.view(np.int32).reshape(-1).copy(),
+        "scale": np.full(w8.shape[0], scale, dtype=np.float32),
+        "offset": (bias.astype(np.float64) - float(scale) * xq.zero_point * rowsum).astype(np.float32),
+    }
+    return PackedLinear(name, "int8-block4", w8.shape[0], w8.shape[1], bias, arrays, xq, threads)
+
+
+def _time(fn: Callable[[], object], reps: int = 5) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def pack(name: str, weight: np.ndarray, bias: np.ndarray, threads: int, kinds: tuple[str, ...] = ("dense", "csr", "block4"),
+         tokens: int = 128) -> PackedLinear:
+    """The fastest fp32 packing of ``weight`` among ``kinds`` (measured on ``tokens`` tokens)."""
+    w = np.ascontiguousarray(weight, dtype=np.float32)
+    b = np.ascontiguousarray(bias, dtype=np.float32)
+    out_f, in_f = w.shape
+    candidates = []
+    density = np.count_nonzero(w) / w.size
+    if "dense" in kinds and density >= DENSE_ABOVE:
+        candidates.append(PackedLinear(name, "dense", out_f, in_f, b, {"weight": w}, threads=threads))
+    if "csr" in kinds:
+        candidates.append(PackedLinear(name, "csr", out_f, in_f, b, _csr(w), threads=threads))
+    if "block4" in kinds and density < DENSE_ABOVE and (arrays := _block4(w)) is not None and arrays["vals"].size <= 1.15 * np.count_nonzero(w):
+        candidates.append(PackedLinear(name, "block4", out_f, in_f, b, arrays, threads=threads))
+    if len(candidates) == 1:
+        return candidates[0]
+    x = np.random.default_rng(0).standard_normal((in_f, tokens), dtype=np.float32)
+    ws = Workspace()
+    timings = {c.kind: _time(lambda c=c: c(x, ws)) for c in candidates}
+    best = min(candidates, key=lambda c: timings[c.kind])
+    best.timings = timings
+    return best
+
+
+def pack_linear(lin: Linear | list[Linear], threads: int, int8: bool = True) -> PackedLinear:
+    """Pack one Linear, or several sharing one input (Q/K/V) as one fused product."""
+    lins = lin if isinstance(lin, list) else [lin]
+    name = "+".join(x.name.rsplit(".", 1)[-1] if len(lins) > 1 else x.name for x in lins)
+    bias = np.concatenate([x.bias for x in lins]).astype(np.float32)
+    if int8 and all(int8_ready(x) for x in lins) and len({(x.input_q, x.weight_q) for x in lins}) == 1:
+        w8 = np.concatenate([x.weight_int8 for x in lins])  # type: ignore[misc]
+        return _int8(name, w8, lins[0].weight_q, lins[0].input_q, bias, threads)  # type: ignore[arg-type]
+    if int8 and all(int8_ready(x) for x in lins):  # shared input, different weight scales: fold per row
+        packed = [_int8(x.name, x.weight_int8, x.weight_q, x.input_q, x.bias, threads) for x in lins]  # type: ignore[arg-type]
+        return _concat_int8(name, packed, bias, threads)
+    weight = np.concatenate([x.weight for x in lins])
+    packed = pack(name, weight, bias, threads)
+    packed.input_q = lins[0].input_q  # fp32 path of a QAT Linear still fake-quantizes its input
+    return packed
+
+
+def _concat_int8(name: str, parts: list[PackedLinear], bias: np.ndarray, threads: int) -> PackedLinear:
+    offsets = np.cumsum([0] + [int(p.arrays["indptr"][-1]) for p in parts[:-1]])
+    indptr = np.concatenate([[0]] + [p.arrays["indptr"][1:] + off for p, off in zip(parts, offsets, strict=True)]).astype(np.int64)
+    arrays = {"indptr": indptr, **{k: np.concatenate([p.arrays[k] for p in parts]) for k in ("groups", "wpk", "scale", "offset")}}
+    return PackedLinear(name, "int8-block4", sum(p.out_features for p in parts), parts[0].in_features, bias, arrays, parts[0].input_q, threads)
+
+
+def unpack(p: PackedLinear) -> np.ndarray:
+    """The dense weight a packing stands for (int8: the integer weights as float): for round-trip checks."""
+    a = p.arrays
+    if p.kind == "dense":
+        return a["weight"].copy()
+    w = np.zeros((p.out_features, p.in_features), dtype=np.float32)
+    rows = np.repeat(np.arange(p.out_features), np.diff(a["indptr"]))
+    if p.kind == "csr":
+        w[rows, a["cols"]] = a["vals"]
+    elif p.kind == "block4":
+        for j in range(4):
+            w[rows, a["cols"] + j] = a["vals"][j::4]
+    else:
+        blocks = a["wpk"].view(np.int8).reshape(-1, 4)
+        for j in range(4):
+            w[rows, a["groups"] * 4 + j] = blocks[:, j]
+    return w
