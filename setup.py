@@ -24,7 +24,7 @@ openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
 kernels = Extension(
     "zoo.runtime._kernels",
     sources=["zoo/runtime/_kernels.c"],
-    extra_compile_args=["-O3", "-std=c11", *openmp],
+    extra_compile_args=["-O3", "-std=c11", "-fno-math-errno", "-fno-trapping-math", *openmp],
     extra_link_args=openmp,
 )
 

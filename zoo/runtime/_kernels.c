@@ -283,6 +283,7 @@ static inline void dense_row(const float *w, int64_t ws, int64_t n, const float 
 }
 
 /* fake quantization (uint8 attention points); scale <= 0 means "not quantized" */
+__attribute__((target_clones("avx512f", "avx2", "default")))
 static void fake_quant(float *x, int64_t n, float scale, float zp) {
     if (scale <= 0.0f) return;
     for (int64_t i = 0; i < n; i++) {
