@@ -146,6 +146,8 @@ def pack(name: str, weight: np.ndarray, bias: np.ndarray, threads: int, kinds: t
         candidates.append(PackedLinear(name, "csr", out_f, in_f, b, _csr(w), threads=threads))
     if "block4" in kinds and density < DENSE_ABOVE and (arrays := _block4(w)) is not None and arrays["vals"].size <= 1.15 * np.count_nonzero(w):
         candidates.append(PackedLinear(name, "block4", out_f, in_f, b, arrays, threads=threads))
+    if not candidates:  # e.g. only "dense" asked for a sparse weight: CSR is always valid
+        candidates.append(PackedLinear(name, "csr", out_f, in_f, b, _csr(w), threads=threads))
     if len(candidates) == 1:
         return candidates[0]
     x = np.random.default_rng(0).standard_normal((in_f, tokens), dtype=np.float32)

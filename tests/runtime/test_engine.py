@@ -1,0 +1,165 @@
+"""The sparse engine against the numpy reference and onnxruntime, across shapes, patterns and lengths."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from zoo.convert.onnx_export import export
+from zoo.convert.reference import forward
+from zoo.convert.repo import load_model
+from zoo.runtime import _kernels
+from zoo.runtime.engine import compile
+from zoo.runtime.pack import pack, pack_linear, unpack
+from zoo.synth import SynthSpec, prune, write_repo
+
+SHAPES = {
+    "h64": dict(hidden=64, heads=4, intermediate=128),
+    "h96": dict(hidden=96, heads=3, intermediate=200),  # not a multiple of 64; FFN not a multiple of 16
+}
+
+
+def feed(vocab: int, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, size=(batch, seq))
+    mask = np.ones_like(ids)
+    if batch > 1:
+        mask[-1, max(1, seq // 2):] = 0  # padded sequence
+    types = (np.arange(seq)[None] >= seq // 2).astype(np.int64).repeat(batch, 0)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    cache: dict[tuple, Path] = {}
+
+    def make(shape: str, **kw: object) -> Path:
+        key = (shape, tuple(sorted(kw.items())))
+        if key not in cache:
+            spec = SynthSpec(layers=2, vocab_size=1200, max_positions=512, **SHAPES[shape], **kw)  # type: ignore[arg-type]
+            cache[key] = write_repo(tmp_path_factory.mktemp("rt"), spec)
+        return cache[key]
+
+    return make
+
+
+FP32_CASES = [("h64", dict(pattern="dense")), ("h64", dict(sparsity=90, pattern="unstructured")),
+              ("h96", dict(sparsity=80, pattern="unstructured")), ("h64", dict(sparsity=80, pattern="block4"))]
+
+
+@pytest.mark.parametrize(("shape", "kw"), FP32_CASES)
+@pytest.mark.parametrize(("batch", "seq"), [(1, 1), (2, 7), (1, 128), (2, 384)])
+def test_fp32_engine_matches_reference_and_onnxruntime(repos, tmp_path: Path, shape: str, kw: dict, batch: int, seq: int) -> None:  # noqa: ANN001
+    repo = repos(shape, **kw)
+    model = load_model(repo)
+    engine = compile(model, threads=2)
+    inputs = feed(1200, batch, seq)
+    ref = forward(model, **inputs)
+    out = engine(**inputs)
+    onnx_path = repo / "model.onnx"
+    if not onnx_path.exists():
+        export(model, onnx_path)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    ort_out = dict(zip(model.output_names, session.run(None, inputs), strict=True))
+    for name in model.output_names:
+        assert out[name].shape == ref[name].shape == (batch, seq)
+        assert np.abs(out[name] - ref[name]).max() < 1e-4, name
+        assert np.abs(out[name] - ort_out[name]).max() < 1e-4, name
+
+
+@pytest.mark.parametrize("shape", ["h64", "h96"])
+@pytest.mark.parametrize(("batch", "seq"), [(1, 1), (2, 7), (1, 128), (2, 384)])
+def test_int8_engine_within_one_step_of_fake_quant_reference(repos, shape: str, batch: int, seq: int) -> None:  # noqa: ANN001
+    model = load_model(repos(shape, sparsity=80, pattern="block4", qat=True))
+    engine = compile(model, threads=2)
+    assert set(engine.kinds()) == {"int8-block4"}
+    inputs = feed(1200, batch, seq)
+    ref = forward(model, **inputs)
+    out = engine(**inputs)
+    qa = model.qa
+    step = qa.input_q.scale * np.abs(qa.weight).sum(axis=1).max()
+    for name in model.output_names:
+        assert np.abs(out[name] - ref[name]).max() <= step, name
+
+
+def test_classification_engine(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path / "c", SynthSpec(layers=1, hidden=64, heads=4, intermediate=128, vocab_size=1200, max_positions=64,
+                                                sparsity=80, pattern="unstructured", task="text-classification"))
+    model = load_model(repo)
+    inputs = feed(1200, 3, 16)
+    out = compile(model, threads=1)(**inputs)["logits"]
+    assert out.shape == (3, 3) and np.abs(out - forward(model, **inputs)["logits"]).max() < 1e-4
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "block4"])
+def test_packing_round_trips(pattern: str) -> None:
+    rng = np.random.default_rng(1)
+    w = prune(rng.standard_normal((48, 64)).astype(np.float32), 85, pattern)
+    b = rng.standard_normal(48).astype(np.float32)
+    for kind in ("csr", "block4") if pattern == "block4" else ("csr",):
+        p = pack("w", w, b, threads=1, kinds=(kind,))
+        assert p.kind == kind and np.array_equal(unpack(p), w)
+        assert p.nnz >= np.count_nonzero(w)
+    assert pack("w", w, b, threads=1, kinds=("dense",)).kind == "csr"  # BLAS is never picked for a sparse weight
+    dense = rng.standard_normal((48, 64)).astype(np.float32)
+    assert np.array_equal(unpack(pack("d", dense, b, threads=1, kinds=("dense",))), dense)
+
+
+def test_int8_packing_round_trips(repos) -> None:  # noqa: ANN001
+    model = load_model(repos("h64", sparsity=80, pattern="block4", qat=True))
+    layer = model.layers[0]
+    fused = pack_linear([layer.query, layer.key, layer.value], threads=1)
+    assert fused.kind == "int8-block4"
+    expected = np.concatenate([x.weight_int8 for x in (layer.query, layer.key, layer.value)]).astype(np.float32)
+    assert np.array_equal(unpack(fused), expected)
+
+
+def test_generic_kernels_agree_with_avx512() -> None:
+    """The portable C bodies (used on CPUs without AVX-512/VNNI) compute the same products."""
+    rng = np.random.default_rng(2)
+    w8 = prune(rng.integers(-128, 128, size=(32, 64)).astype(np.float32), 75, "block4").astype(np.int8)
+    from zoo.convert.bert import Linear, QParams
+
+    lin = Linear("l", w8.astype(np.float32) * 0.01, np.zeros(32, np.float32), QParams(0.01, 0, -128, 127), w8, QParams(0.05, 3, 0, 255))
+    p = pack_linear(lin, threads=1)
+    x = rng.standard_normal((64, 37)).astype(np.float32)
+    from zoo.runtime.pack import Workspace
+
+    fast = p(x, Workspace()).copy()
+    x8 = np.empty((16, 37, 4), np.uint8)
+    _kernels.quantize(x.ctypes.data, x8.ctypes.data, 64, 37, 0.05, 3.0, 1)
+    slow = np.empty((32, 37), np.float32)
+    a = p.arrays
+    _kernels.spmm_i8(a["indptr"].ctypes.data, a["groups"].ctypes.data, a["wpk"].ctypes.data, a["scale"].ctypes.data,
+                     a["offset"].ctypes.data, x8.ctypes.data, slow.ctypes.data, 32, 37, 1, 1)
+    assert np.allclose(fast, slow, rtol=1e-6, atol=1e-6)  # same int32 sums; the final multiply-add may be fused or not
+    xq = lin.input_q.fake(x)
+    assert np.abs(fast - (lin.weight @ xq)).max() < 1e-4
+
+
+def test_fp32_generic_path_matches(tmp_path: Path, repos) -> None:  # noqa: ANN001
+    """With AVX-512 switched off (ZOO_NO_AVX512) the portable kernels give the same logits."""
+    repo = repos("h96", sparsity=80, pattern="unstructured")
+    code = (
+        "import sys, numpy as np\nfrom zoo.convert.repo import load_model\nfrom zoo.runtime.engine import compile\n"
+        "from zoo.runtime import _kernels\nm = load_model(sys.argv[1]); e = compile(m, 1)\n"
+        "ids = np.arange(1, 50)[None] % 1000\nnp.save(sys.argv[2], e(ids)['start_logits'])\nprint(_kernels.features())"
+    )
+    for env, name in (({}, "fast.npy"), ({"ZOO_NO_AVX512": "1"}, "slow.npy")):
+        import os
+
+        proc = subprocess.run([sys.executable, "-c", code, str(repo), str(tmp_path / name)], env={**os.environ, **env},
+                              capture_output=True, text=True, check=True)
+        assert ("'avx512': False" in proc.stdout) == bool(env)
+    assert np.abs(np.load(tmp_path / "fast.npy") - np.load(tmp_path / "slow.npy")).max() < 1e-5
+
+
+def test_sequence_longer_than_positions_is_an_error(repos) -> None:  # noqa: ANN001
+    model = load_model(repos("h64", pattern="dense"))
+    with pytest.raises(ValueError, match="exceeds"):
+        compile(model, threads=1)(np.zeros((1, 600), dtype=np.int64))
