@@ -101,7 +101,8 @@ def _block4(w: np.ndarray) -> dict[str, np.ndarray] | None:
         return None
     indptr, rows, groups = _blocks(w)
     vals = w.reshape(w.shape[0], -1, 4)[rows, groups]
-    return {"indptr": indptr, "cols": np.ascontiguousarray(groups * 4, dtype=np.int32), "vals": np.ascontiguousarray(vals.reshape(-1), dtype=np.float32)}
+    cols = np.ascontiguousarray(groups * 4, dtype=np.int32)
+    return {"indptr": indptr, "cols": cols, "vals": np.ascontiguousarray(vals.reshape(-1), dtype=np.float32)}
 
 
 def int8_ready(lin: Linear) -> bool:

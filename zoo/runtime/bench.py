@@ -1,0 +1,112 @@
+"""Side-by-side latency of our sparse engine and onnxruntime (fp32 and int8 dynamic) on the same weights,
+in one process. Used by ``zoo bench`` and ``bench/engines.py``."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from zoo.convert.bert import BertModel
+
+ENGINES = ("sparse", "onnxruntime", "onnxruntime-int8")
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    engine: str
+    batch: int
+    seq: int
+    threads: int
+    runs: int
+    p50_ms: float
+    p90_ms: float
+    items_per_s: float
+    speedup_vs_ort_fp32: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_inputs(vocab: int, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000 if vocab > 2000 else 0, vocab, size=(batch, seq))
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+
+
+def time_runs(fn: Callable[[], object], runs: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return times
+
+
+def _ort_session(path: Path, threads: int):  # noqa: ANN202
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def runners(model: BertModel, engines: tuple[str, ...], threads: int, workdir: Path) -> dict[str, Callable[[dict], object]]:
+    """A callable per engine, all over the same weights (ONNX graphs are exported into ``workdir``)."""
+    out: dict[str, Callable[[dict], object]] = {}
+    fp32 = workdir / "model.fp32.onnx"
+    if any(e.startswith("onnxruntime") for e in engines):
+        from zoo.convert.onnx_export import export
+
+        export(model, fp32, quantized=False)
+    if "sparse" in engines:
+        from zoo.runtime.engine import compile
+
+        engine = compile(model, threads=threads)
+        out["sparse"] = lambda feed: engine(**feed)
+    if "onnxruntime" in engines:
+        session = _ort_session(fp32, threads)
+        out["onnxruntime"] = lambda feed: session.run(None, feed)
+    if "onnxruntime-int8" in engines:
+        import logging
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        logging.getLogger().setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing tip on every call
+        int8 = workdir / "model.int8-dynamic.onnx"
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+        session8 = _ort_session(int8, threads)
+        out["onnxruntime-int8"] = lambda feed: session8.run(None, feed)
+    return out
+
+
+def bench_model(model: BertModel, engines: tuple[str, ...] = ENGINES, batch: int = 1, seq: int = 128, threads: int = 2,
+                runs: int = 30) -> list[BenchResult]:
+    """p50/p90 latency per engine on identical inputs; speedups relative to onnxruntime fp32 when it ran."""
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        from zoo.errors import ZooError
+
+        raise ZooError(f"unknown engine(s): {', '.join(sorted(unknown))}", f"choose from {', '.join(ENGINES)}")
+    feed = sample_inputs(model.config.vocab_size, batch, min(seq, model.config.max_positions))
+    with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
+        fns = runners(model, engines, threads, Path(tmp))
+        raw = {name: time_runs(lambda fn=fn: fn(feed), runs) for name, fn in fns.items()}
+    base = statistics.median(raw["onnxruntime"]) if "onnxruntime" in raw else None
+    results = []
+    for name in engines:
+        times = sorted(raw[name])
+        p50 = statistics.median(times)
+        p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+        results.append(BenchResult(name, batch, seq, threads, runs, round(p50, 3), round(p90, 3), round(batch * 1000 / p50, 1),
+                                   round(base / p50, 2) if base else None))
+    return results
