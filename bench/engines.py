@@ -59,6 +59,9 @@ def main() -> None:
         print(f"{card.name:<22} {sparse.p50_ms:>10.2f} {fp32.p50_ms:>9.2f} {int8.p50_ms:>9.2f} {row['speedup_vs_ort_fp32']:>7.2f}x "
               f"{row['speedup_vs_ort_int8']:>7.2f}x  {','.join(f'{k}:{v}' for k, v in kinds.items())}", flush=True)
     args.out.parent.mkdir(exist_ok=True)
+    if args.only and args.out.exists():  # re-measured rows replace their old ones; the rest are kept
+        fresh = {r["model"] for r in rows}
+        rows = [r for r in json.loads(args.out.read_text())["rows"] if r["model"] not in fresh] + rows
     meta = {"batch": args.batch, "seq": args.seq, "threads": args.threads, "runs": args.runs, "cpus": os.cpu_count(),
             "machine": platform.processor() or platform.machine(), "kernels": _kernels.features()}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")

@@ -198,3 +198,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 import zoo.cli_convert  # noqa: E402,F401  (registers inspect/export)
+import zoo.cli_runtime  # noqa: E402,F401  (registers bench)

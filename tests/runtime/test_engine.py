@@ -57,7 +57,7 @@ FP32_CASES = [("h64", dict(pattern="dense")), ("h64", dict(sparsity=90, pattern=
 def test_fp32_engine_matches_reference_and_onnxruntime(repos, tmp_path: Path, shape: str, kw: dict, batch: int, seq: int) -> None:  # noqa: ANN001
     repo = repos(shape, **kw)
     model = load_model(repo)
-    engine = compile(model, threads=2)
+    engine = compile(model, threads=2, backend="sparse")
     inputs = feed(1200, batch, seq)
     ref = forward(model, **inputs)
     out = engine(**inputs)
@@ -163,3 +163,18 @@ def test_sequence_longer_than_positions_is_an_error(repos) -> None:  # noqa: ANN
     model = load_model(repos("h64", pattern="dense"))
     with pytest.raises(ValueError, match="exceeds"):
         compile(model, threads=1)(np.zeros((1, 600), dtype=np.int64))
+
+
+def test_auto_backend_follows_density(repos) -> None:  # noqa: ANN001
+    from zoo.runtime.engine import Engine, OnnxRuntimeEngine
+
+    dense = load_model(repos("h64", pattern="dense"))
+    auto = compile(dense, threads=1)
+    assert isinstance(auto, OnnxRuntimeEngine)
+    inputs = feed(1200, 2, 9)
+    assert np.abs(auto(**inputs)["start_logits"] - forward(dense, **inputs)["start_logits"]).max() < 1e-4
+    assert isinstance(compile(load_model(repos("h64", sparsity=90, pattern="unstructured")), threads=1), Engine)
+    from zoo.errors import ZooError
+
+    with pytest.raises(ZooError, match="unknown backend"):
+        compile(dense, backend="gpu")

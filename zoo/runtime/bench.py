@@ -71,7 +71,7 @@ def runners(model: BertModel, engines: tuple[str, ...], threads: int, workdir: P
     if "sparse" in engines:
         from zoo.runtime.engine import compile
 
-        engine = compile(model, threads=threads)
+        engine = compile(model, threads=threads, workdir=workdir)
         out["sparse"] = lambda feed: engine(**feed)
     if "onnxruntime" in engines:
         session = _ort_session(fp32, threads)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -134,10 +135,76 @@ def _attention_qparams(aq: AttentionQuant | None) -> np.ndarray:
     return np.asarray(flat, dtype=np.float32)
 
 
-def compile(model: BertModel, threads: int | None = None, int8: bool = True) -> Engine:  # noqa: A001 - the module's verb
+class OnnxRuntimeEngine:
+    """The exported graph on onnxruntime, with the ``Engine`` call signature: the backend for dense encoders,
+    where MLAS's dense GEMM beats any sparse format (there are no zeros to skip)."""
+
+    def __init__(self, model: BertModel, threads: int, workdir: Path) -> None:
+        import onnxruntime as ort
+
+        from zoo.convert.onnx_export import export
+
+        start = time.perf_counter()
+        self.model, self.threads = model, threads
+        path = workdir / ("model.int8.onnx" if model.quantized else "model.onnx")
+        export(model, path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.compile_seconds = time.perf_counter() - start
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.model.output_names
+
+    def kinds(self) -> dict[str, int]:
+        return {"onnxruntime": 4 * len(self.model.layers)}
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
+                 token_type_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        ids = np.asarray(input_ids, dtype=np.int64).reshape(np.shape(input_ids) if np.ndim(input_ids) == 2 else (1, -1))
+        feed = {"input_ids": ids,
+                "attention_mask": np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask, np.int64).reshape(ids.shape),
+                "token_type_ids": np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids, np.int64).reshape(ids.shape)}
+        if ids.shape[1] > self.model.config.max_positions:
+            raise ValueError(f"sequence length {ids.shape[1]} exceeds the model's {self.model.config.max_positions} positions")
+        return dict(zip(self.output_names, self.session.run(None, feed), strict=True))
+
+
+def encoder_density(model: BertModel) -> float:
+    total = nonzero = 0
+    for layer in model.layers:
+        for lin in layer.linears:
+            total += lin.weight.size
+            nonzero += int(np.count_nonzero(lin.pruning_weight))
+    return nonzero / max(total, 1)
+
+
+DENSE_MODEL_ABOVE = 0.5  # encoder density above which the sparse formats cannot win (measured: bench/engines.py)
+
+
+def compile(model: BertModel, threads: int | None = None, int8: bool = True, backend: str = "auto",  # noqa: A001
+            workdir: Path | None = None) -> Engine | OnnxRuntimeEngine:
+    """Compile ``model`` for this machine.
+
+    ``backend="sparse"`` packs every encoder Linear (fastest packing per Linear, measured); ``"onnxruntime"``
+    runs the exported graph; ``"auto"`` takes onnxruntime for dense encoders and the sparse engine otherwise.
+    """
+    threads = threads or default_threads()
+    if backend not in ("auto", "sparse", "onnxruntime"):
+        from zoo.errors import ZooError
+
+        raise ZooError(f"unknown backend {backend!r}", "use auto, sparse or onnxruntime")
+    if backend == "onnxruntime" or (backend == "auto" and encoder_density(model) > DENSE_MODEL_ABOVE):
+        import tempfile
+
+        return OnnxRuntimeEngine(model, threads, workdir or Path(tempfile.mkdtemp(prefix="zoo-ort-")))
+    return compile_sparse(model, threads, int8)
+
+
+def compile_sparse(model: BertModel, threads: int, int8: bool = True) -> Engine:
     """Pack every encoder Linear of ``model`` (fastest packing per Linear) into an ``Engine``."""
     start = time.perf_counter()
-    threads = threads or default_threads()
     layers = []
     for layer in model.layers:
         layers.append(EngineLayer(

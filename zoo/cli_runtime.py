@@ -1,0 +1,104 @@
+"""``zoo bench``: our sparse engine beside onnxruntime fp32 / int8 on the same weights (registered on ``zoo``)."""
+
+from __future__ import annotations
+
+import click
+
+from zoo.cli import app, console, emit_json, json_option
+
+
+def _model_for(name: str, synthetic: bool):  # noqa: ANN202
+    """(label, BertModel): an installed model or directory, or with --synthetic a full-size stand-in of a catalog entry."""
+    from zoo.convert.repo import load_model
+
+    if synthetic:
+        import tempfile
+        from pathlib import Path
+
+        from zoo.catalog import resolve
+        from zoo.synth import SynthSpec, write_repo
+
+        card = resolve(name)
+        with tempfile.TemporaryDirectory(prefix="zoo-synth-") as tmp:
+            model = load_model(write_repo(Path(tmp) / card.name, SynthSpec.for_card(card)))
+            # the checkpoint is memory-mapped: materialize the arrays before the directory goes
+            model = _materialize(model)
+        return card.name, model
+    from zoo.convert import locate
+
+    source = locate(name)
+    return source.label, load_model(source.path)
+
+
+def _materialize(model):  # noqa: ANN001, ANN202
+    import copy
+
+    import numpy as np
+
+    clone = copy.deepcopy(model)
+    for obj in [clone.embeddings, clone.embeddings.ln, *(x for layer in clone.layers for x in (*layer.linears, layer.ln_attn, layer.ln_out)),
+                *(x for x in (clone.qa, clone.pooler, clone.classifier) if x is not None)]:
+        for key, value in vars(obj).items():
+            if isinstance(value, np.ndarray):
+                setattr(obj, key, np.array(value))
+    return clone
+
+
+@app.command("bench")
+@click.argument("names", nargs=-1)
+@click.option("--batch", default=1, show_default=True, help="Sequences per call.")
+@click.option("--seq", default=128, show_default=True, help="Tokens per sequence.")
+@click.option("--threads", default=0, help="Threads for every engine (default: all cores).")
+@click.option("--engines", default="sparse,onnxruntime,onnxruntime-int8", show_default=True, help="Comma-separated engines to compare.")
+@click.option("--runs", default=30, show_default=True, help="Timed calls per engine (after 3 warm-up calls).")
+@click.option("--synthetic", is_flag=True, help="Benchmark a full-size synthetic model shaped like each catalog entry (no download needed).")
+@click.option("--history", is_flag=True, help="Show stored results instead of running (optionally for NAMES).")
+@json_option
+def bench_cmd(names: tuple[str, ...], batch: int, seq: int, threads: int, engines: str, runs: int, synthetic: bool, history: bool,
+              as_json: bool) -> None:
+    """p50/p90 latency and throughput of NAMES on each engine, with speedups vs onnxruntime fp32.
+
+    NAMES are installed catalog names or Hub-style directories; with --synthetic, any catalog name.
+    Results are stored in the state database ($ZOO_HOME/state.db); see them with --history.
+    """
+    from rich.table import Table
+
+    from zoo import state
+    from zoo.errors import ZooError
+
+    if history:
+        rows = [r for n in (names or (None,)) for r in state.bench_history(n)]
+        if as_json:
+            return emit_json(rows)
+        table = Table(title="benchmark history", title_justify="left")
+        for col in ("at", "model", "engine", "batch", "seq", "threads", "p50 ms", "p90 ms", "vs ort fp32"):
+            table.add_column(col)
+        for r in rows:
+            speed = f"{r['speedup_vs_ort_fp32']:.2f}x" if r["speedup_vs_ort_fp32"] else "-"
+            table.add_row(r["at"], r["model"] + (" (synthetic)" if r["synthetic"] else ""), r["engine"], str(r["batch"]), str(r["seq"]),
+                          str(r["threads"]), f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", speed)
+        return console().print(table)
+    if not names:
+        raise ZooError("name at least one model to benchmark", "e.g. `zoo bench obert-3l-80-quant --synthetic`")
+    from zoo.runtime.bench import bench_model
+    from zoo.runtime.engine import default_threads
+
+    chosen = tuple(e.strip() for e in engines.split(",") if e.strip())
+    threads = threads or default_threads()
+    report = []
+    for name in names:
+        label, model = _model_for(name, synthetic)
+        results = bench_model(model, chosen, batch=batch, seq=seq, threads=threads, runs=runs)
+        state.record_bench(label, synthetic, results)
+        report.append({"model": label, "synthetic": synthetic, "results": results})
+    if as_json:
+        return emit_json(report)
+    table = Table(title=f"batch {batch}, seq {seq}, {threads} threads, {runs} runs", title_justify="left")
+    for col in ("model", "engine", "p50 ms", "p90 ms", "items/s", "vs ort fp32"):
+        table.add_column(col, justify="left" if col in ("model", "engine") else "right")
+    for entry in report:
+        for r in entry["results"]:
+            speed = f"{r.speedup_vs_ort_fp32:.2f}x" if r.speedup_vs_ort_fp32 else "-"
+            table.add_row(entry["model"] + (" (synthetic)" if synthetic else ""), r.engine, f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
+                          f"{r.items_per_s:.1f}", speed)
+    console().print(table)
