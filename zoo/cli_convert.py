@@ -66,6 +66,9 @@ def export_cmd(model: str, output: Path | None, fp32: bool, as_json: bool) -> No
     quantized = bert.quantized and not fp32
     out = output or source.path / ("model.int8.onnx" if quantized else "model.onnx")
     digest = export(bert, out, quantized=quantized)
+    from zoo import state
+
+    state.record_artifact(source.label, "onnx-int8" if quantized else "onnx-fp32", str(out.resolve()), digest, out.stat().st_size)
     result = {"model": source.label, "path": str(out), "sha256": digest, "quantized": quantized, "bytes": out.stat().st_size,
               "outputs": bert.output_names, "seconds": round(time.perf_counter() - start, 2)}
     if as_json:

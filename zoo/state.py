@@ -38,6 +38,19 @@ class BenchRun(StateBase):
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class Artifact(StateBase):
+    """A derived file (an exported ONNX graph) with the hash it was written with."""
+
+    __tablename__ = "artifacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(256), index=True)
+    kind: Mapped[str]
+    path: Mapped[str] = mapped_column(String(4096), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int]
+
+
 @lru_cache(maxsize=4)
 def _engine(url: str) -> Engine:
     engine = create_engine(url)
@@ -64,3 +77,22 @@ def bench_history(model: str | None = None, limit: int = 50) -> list[dict[str, A
         stmt = stmt.where(BenchRun.model == model)
     with Session(engine()) as session:
         return [{c.name: getattr(r, c.name) for c in BenchRun.__table__.columns if c.name != "id"} for r in session.scalars(stmt)]
+
+
+def record_artifact(model: str, kind: str, path: str, sha256: str, size: int) -> None:
+    """Record (or refresh) a derived file; one row per path."""
+    from sqlalchemy import delete
+
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    with Session(engine()) as session:
+        session.execute(delete(Artifact).where(Artifact.path == path))
+        session.add(Artifact(at=now, model=model, kind=kind, path=path, sha256=sha256, size=size))
+        session.commit()
+
+
+def artifacts(model: str | None = None) -> list[dict[str, Any]]:
+    stmt = select(Artifact).order_by(Artifact.id)
+    if model:
+        stmt = stmt.where(Artifact.model == model)
+    with Session(engine()) as session:
+        return [{c.name: getattr(a, c.name) for c in Artifact.__table__.columns if c.name != "id"} for a in session.scalars(stmt)]

@@ -31,6 +31,10 @@ def test_export_writes_checked_onnx(cli, repo_factory, tmp_path: Path) -> None: 
     import hashlib
 
     assert data["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    from zoo import state
+
+    recorded = state.artifacts(str(repo))
+    assert [(a["path"], a["sha256"], a["kind"]) for a in recorded] == [(str(out.resolve()), data["sha256"], "onnx-int8")]
     batch = proto.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param for d in batch] == ["batch", "sequence"]
 
