@@ -39,6 +39,11 @@ class QParams:
         return ((self.quantize(x) - self.zero_point) * np.float32(self.scale)).astype(x.dtype, copy=False)
 
 
+def fake_quant(q: QParams | None, x: np.ndarray) -> np.ndarray:
+    """``x`` quantize-dequantized by ``q``, or unchanged where the point is not quantized."""
+    return x if q is None else q.fake(x)
+
+
 @dataclass
 class Linear:
     name: str

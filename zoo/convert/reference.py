@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from zoo.convert.bert import BertModel, LayerNorm, Linear, QParams
+from zoo.convert.bert import BertModel, LayerNorm, Linear, QParams, fake_quant
 
 MASK_VALUE = -10000.0
 Observer = Callable[[str, np.ndarray], None]
@@ -42,10 +42,6 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def _fq(q: QParams | None, x: np.ndarray) -> np.ndarray:
-    return x if q is None else q.fake(x)
-
-
 class Reference:
     """Callable reference model; ``observe(point, tensor)`` sees every quantization point (for calibration)."""
 
@@ -55,7 +51,7 @@ class Reference:
     def _point(self, name: str, q: QParams | None, x: np.ndarray) -> np.ndarray:
         if self.observe is not None:
             self.observe(name, x)
-        return _fq(q, x)
+        return fake_quant(q, x)
 
     def linear(self, lin: Linear, x: np.ndarray) -> np.ndarray:
         x = self._point(f"{lin.name}.quant", lin.input_q, x)

@@ -1,8 +1,8 @@
 """The sparse BERT engine: ``engine(input_ids, attention_mask, token_type_ids) -> {output name: logits}``.
 
 Activations stay features x tokens ([hidden, batch*seq]) through the encoder so the sparse kernels
-stream contiguous token vectors; attention runs per (sequence, head) with BLAS matmuls and a fused
-C softmax; LayerNorm reduces over the feature axis. QAT models reproduce every fake-quant point of
+stream contiguous token vectors; attention runs per (sequence, head) in one C kernel (scores, masked
+softmax, context); LayerNorm reduces over the feature axis. QAT models reproduce every fake-quant point of
 the reference (int8 kernels where the Linear allows, quantize-dequantize elsewhere).
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.convert.bert import AttentionQuant, BertModel, LayerNorm, Linear, QParams
+from zoo.convert.bert import AttentionQuant, BertModel, LayerNorm, Linear, fake_quant
 from zoo.convert.reference import MASK_VALUE
 from zoo.runtime import _kernels as K
 from zoo.runtime.pack import PackedLinear, Workspace, pack_linear
@@ -28,8 +28,17 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def _fq(q: QParams | None, x: np.ndarray) -> np.ndarray:
-    return x if q is None else q.fake(x)
+def model_inputs(model: BertModel, input_ids: np.ndarray, attention_mask: np.ndarray | None,
+                 token_type_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """int64 [batch, seq] ids, mask and token types (defaults: all attended, segment 0), length-checked."""
+    ids = np.asarray(input_ids, dtype=np.int64)
+    if ids.ndim == 1:
+        ids = ids[None]
+    mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64).reshape(ids.shape)
+    types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids, dtype=np.int64).reshape(ids.shape)
+    if ids.shape[1] > model.config.max_positions:
+        raise ValueError(f"sequence length {ids.shape[1]} exceeds the model's {model.config.max_positions} positions")
+    return ids, mask, types
 
 
 def _layer_norm_ft(x: np.ndarray, ln: LayerNorm) -> np.ndarray:
@@ -79,10 +88,8 @@ class Engine:
     def _embed(self, ids: np.ndarray, types: np.ndarray) -> np.ndarray:
         e = self.model.embeddings
         seq = ids.shape[1]
-        if seq > e.position.shape[0]:
-            raise ValueError(f"sequence length {seq} exceeds the model's {e.position.shape[0]} positions")
         parts = {"word": e.word[ids], "position": e.position[:seq][None], "token_type": e.token_type[types]}
-        x = sum(_fq(e.output_q.get(role), v) for role, v in parts.items())
+        x = sum(fake_quant(e.output_q.get(role), v) for role, v in parts.items())
         x = np.asarray(x, dtype=np.float32).reshape(-1, x.shape[-1])  # [tokens, hidden]
         return _layer_norm_ft(np.ascontiguousarray(x.T), e.ln)
 
@@ -96,15 +103,11 @@ class Engine:
 
     def _head(self, lin: Linear, x: np.ndarray) -> np.ndarray:
         """Small task heads run densely on [tokens, hidden], with their fake-quant input if any."""
-        return _fq(lin.input_q, x) @ lin.weight.T + lin.bias
+        return fake_quant(lin.input_q, x) @ lin.weight.T + lin.bias
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
                  token_type_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        ids = np.asarray(input_ids, dtype=np.int64)
-        if ids.ndim == 1:
-            ids = ids[None]
-        mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask).reshape(ids.shape)
-        types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids, dtype=np.int64).reshape(ids.shape)
+        ids, mask, types = model_inputs(self.model, input_ids, attention_mask, token_type_ids)
         batch, seq = ids.shape
         mask_add = np.ascontiguousarray((1.0 - mask.astype(np.float32)) * np.float32(MASK_VALUE), dtype=np.float32)
         x = self._embed(ids, types)
@@ -162,12 +165,8 @@ class OnnxRuntimeEngine:
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
                  token_type_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        ids = np.asarray(input_ids, dtype=np.int64).reshape(np.shape(input_ids) if np.ndim(input_ids) == 2 else (1, -1))
-        feed = {"input_ids": ids,
-                "attention_mask": np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask, np.int64).reshape(ids.shape),
-                "token_type_ids": np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids, np.int64).reshape(ids.shape)}
-        if ids.shape[1] > self.model.config.max_positions:
-            raise ValueError(f"sequence length {ids.shape[1]} exceeds the model's {self.model.config.max_positions} positions")
+        ids, mask, types = model_inputs(self.model, input_ids, attention_mask, token_type_ids)
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return dict(zip(self.output_names, self.session.run(None, feed), strict=True))
 
 
