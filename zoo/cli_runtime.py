@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import click
 
 from zoo.cli import app, console, emit_json, json_option
 
 
-def _model_for(name: str, synthetic: bool):  # noqa: ANN202
-    """(label, BertModel): an installed model or directory, or with --synthetic a full-size stand-in of a catalog entry."""
+def _model_for(name: str, synthetic: bool, stack: ExitStack):  # noqa: ANN202
+    """(label, BertModel): an installed model or directory, or with --synthetic a full-size stand-in of a catalog entry.
+
+    A synthetic repo lives in a temporary directory held open by ``stack``: its checkpoint is memory-mapped.
+    """
     from zoo.convert.repo import load_model
 
     if synthetic:
@@ -19,29 +24,12 @@ def _model_for(name: str, synthetic: bool):  # noqa: ANN202
         from zoo.synth import SynthSpec, write_repo
 
         card = resolve(name)
-        with tempfile.TemporaryDirectory(prefix="zoo-synth-") as tmp:
-            model = load_model(write_repo(Path(tmp) / card.name, SynthSpec.for_card(card)))
-            # the checkpoint is memory-mapped: materialize the arrays before the directory goes
-            model = _materialize(model)
-        return card.name, model
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="zoo-synth-"))
+        return card.name, load_model(write_repo(Path(tmp) / card.name, SynthSpec.for_card(card)))
     from zoo.convert import locate
 
     source = locate(name)
     return source.label, load_model(source.path)
-
-
-def _materialize(model):  # noqa: ANN001, ANN202
-    import copy
-
-    import numpy as np
-
-    clone = copy.deepcopy(model)
-    for obj in [clone.embeddings, clone.embeddings.ln, *(x for layer in clone.layers for x in (*layer.linears, layer.ln_attn, layer.ln_out)),
-                *(x for x in (clone.qa, clone.pooler, clone.classifier) if x is not None)]:
-        for key, value in vars(obj).items():
-            if isinstance(value, np.ndarray):
-                setattr(obj, key, np.array(value))
-    return clone
 
 
 @app.command("bench")
@@ -87,8 +75,9 @@ def bench_cmd(names: tuple[str, ...], batch: int, seq: int, threads: int, engine
     threads = threads or default_threads()
     report = []
     for name in names:
-        label, model = _model_for(name, synthetic)
-        results = bench_model(model, chosen, batch=batch, seq=seq, threads=threads, runs=runs)
+        with ExitStack() as stack:
+            label, model = _model_for(name, synthetic, stack)
+            results = bench_model(model, chosen, batch=batch, seq=seq, threads=threads, runs=runs)
         state.record_bench(label, synthetic, results)
         report.append({"model": label, "synthetic": synthetic, "results": results})
     if as_json:

@@ -17,7 +17,6 @@ import numpy as np
 from zoo.convert.bert import Linear, QParams
 from zoo.runtime import _kernels as K
 
-KINDS = ("dense", "csr", "block4", "int8-block4")
 # BLAS keeps its own spinning thread pool, which fights the kernels' OpenMP threads for the cores; dense BLAS is
 # therefore only a candidate when a weight is mostly non-zero (dense models, where it wins by a wide margin).
 DENSE_ABOVE = 0.6
@@ -140,14 +139,13 @@ def pack(name: str, weight: np.ndarray, bias: np.ndarray, threads: int, kinds: t
     b = np.ascontiguousarray(bias, dtype=np.float32)
     out_f, in_f = w.shape
     candidates = []
-    density = np.count_nonzero(w) / w.size
-    if "dense" in kinds and density >= DENSE_ABOVE:
+    nnz = np.count_nonzero(w)
+    dense = nnz / w.size >= DENSE_ABOVE
+    if "dense" in kinds and dense:
         candidates.append(PackedLinear(name, "dense", out_f, in_f, b, {"weight": w}, threads=threads))
-    if "csr" in kinds:
-        candidates.append(PackedLinear(name, "csr", out_f, in_f, b, _csr(w), threads=threads))
-    if "block4" in kinds and density < DENSE_ABOVE and (arrays := _block4(w)) is not None and arrays["vals"].size <= 1.15 * np.count_nonzero(w):
+    if "block4" in kinds and not dense and (arrays := _block4(w)) is not None and arrays["vals"].size <= 1.15 * nnz:
         candidates.append(PackedLinear(name, "block4", out_f, in_f, b, arrays, threads=threads))
-    if not candidates:  # e.g. only "dense" asked for a sparse weight: CSR is always valid
+    if "csr" in kinds or not candidates:  # CSR is always valid, so it is the fallback too
         candidates.append(PackedLinear(name, "csr", out_f, in_f, b, _csr(w), threads=threads))
     if len(candidates) == 1:
         return candidates[0]
