@@ -32,6 +32,10 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("ZOO_HOME", str(home))
     monkeypatch.delenv("ZOO_CATALOG_URL", raising=False)
     monkeypatch.delenv("ZOO_OFFLINE", raising=False)
+    for var in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "ZOO_MIRRORS", "HF_HUB_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))  # never the user's own HF cache
+    monkeypatch.setenv("ZOO_RETRY_BACKOFF", "0.02")  # backoff between retries; tests never assert timing
     return home
 
 

@@ -29,6 +29,7 @@ def app() -> None:
     Start with:
       zoo list --layers 3 --sort f1     browse the catalog
       zoo show obert-3l-80-quant        everything about one model
+      zoo download obert-3l-80-quant    fetch, verify, install (then zoo cache list)
     """
 
 
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"error: {exc.one_line()}\n")
         sys.exit(1)
     except click.exceptions.Abort:
-        sys.stderr.write("interrupted\n")
+        sys.stderr.write("interrupted (partial downloads are kept and resume on the next run)\n")
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -198,4 +199,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 import zoo.cli_convert  # noqa: E402,F401  (registers inspect/export)
+import zoo.cli_fetch  # noqa: E402,F401  (registers download/verify/cache/mirror)
 import zoo.cli_runtime  # noqa: E402,F401  (registers bench)

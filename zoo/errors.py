@@ -57,3 +57,27 @@ class CheckpointError(ZooError, ValueError):
 
 class ExportError(ZooError, RuntimeError):
     """The ONNX export failed a check."""
+
+
+class IntegrityError(ZooError, ValueError):
+    """A file's size or hash is not what the catalog, the source or the pinned record says."""
+
+
+class FetchError(ZooError, ConnectionError):
+    """A source could not deliver a file (HTTP error, refused connection, retries exhausted)."""
+
+
+class OfflineError(ZooError, ConnectionError):
+    """The network is off (ZOO_OFFLINE / HF_HUB_OFFLINE) and what was asked for is not cached."""
+
+
+class DiskFullError(ZooError, OSError):
+    """Not enough free space to write a download; nothing in the cache was damaged."""
+
+
+class NotInstalledError(ZooError, LookupError):
+    """A catalog model is not in the cache."""
+
+
+class LockTimeoutError(ZooError, TimeoutError):
+    """Another process held a download lock for too long."""

@@ -1,6 +1,7 @@
 """The user's state database (``$ZOO_HOME/state.db``, SQLite through SQLAlchemy), separate from registry.db.
 
-Holds what this machine measured: benchmark runs now; installs and verifications as the fetch stage lands.
+Holds what this machine did and measured: benchmark runs, exported artifacts, installed models with the
+hash each file was verified against, hashes pinned on first use, and install-time validation verdicts.
 """
 
 from __future__ import annotations
@@ -51,9 +52,55 @@ class Artifact(StateBase):
     size: Mapped[int]
 
 
+class Install(StateBase):
+    """One installed catalog model: where it came from, at which commit, when it was last verified."""
+
+    __tablename__ = "installs"
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    repo: Mapped[str] = mapped_column(String(512))
+    revision: Mapped[str] = mapped_column(String(256))
+    commit: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(1024))
+    installed_at: Mapped[str] = mapped_column(String(32))
+    verified_at: Mapped[str] = mapped_column(String(32))
+    files: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class Pin(StateBase):
+    """A sha256 trusted on first use for a file the catalog has no hash for (repo, commit or revision, path)."""
+
+    __tablename__ = "pins"
+    repo: Mapped[str] = mapped_column(String(512), primary_key=True)
+    revision: Mapped[str] = mapped_column(String(256), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int]
+    source: Mapped[str] = mapped_column(String(1024))
+    pinned_at: Mapped[str] = mapped_column(String(32))
+
+
+class Validation(StateBase):
+    """An install-time check of the engine: outputs against the reference and latency against onnxruntime."""
+
+    __tablename__ = "validations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[str] = mapped_column(String(32), index=True)
+    model: Mapped[str] = mapped_column(String(256), index=True)
+    record: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _row(obj: Any) -> dict[str, Any]:
+    return {c.name: getattr(obj, c.name) for c in type(obj).__table__.columns if c.name != "id"}
+
+
 @lru_cache(maxsize=4)
 def _engine(url: str) -> Engine:
-    engine = create_engine(url)
+    # Several processes may install at once: wait for SQLite's write lock instead of failing at once.
+    engine = create_engine(url, connect_args={"timeout": 60})
     StateBase.metadata.create_all(engine)
     return engine
 
@@ -96,3 +143,70 @@ def artifacts(model: str | None = None) -> list[dict[str, Any]]:
         stmt = stmt.where(Artifact.model == model)
     with Session(engine()) as session:
         return [{c.name: getattr(a, c.name) for c in Artifact.__table__.columns if c.name != "id"} for a in session.scalars(stmt)]
+
+
+def record_install(record: dict[str, Any]) -> None:
+    """Insert or replace the install row for ``record['name']`` (keys as in ``Install``)."""
+    from sqlalchemy.dialects.sqlite import insert
+
+    stmt = insert(Install).values(**record)
+    stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={k: v for k, v in record.items() if k != "name"})
+    with Session(engine()) as session:
+        session.execute(stmt)
+        session.commit()
+
+
+def touch_verified(name: str, files: list[dict[str, Any]] | None = None) -> None:
+    with Session(engine()) as session:
+        row = session.get(Install, name)
+        if row is not None:
+            row.verified_at = now()
+            if files is not None:
+                row.files = files
+            session.commit()
+
+
+def forget_install(name: str) -> None:
+    from sqlalchemy import delete
+
+    with Session(engine()) as session:
+        session.execute(delete(Install).where(Install.name == name))
+        session.commit()
+
+
+def installs(name: str | None = None) -> list[dict[str, Any]]:
+    stmt = select(Install).order_by(Install.name)
+    if name:
+        stmt = stmt.where(Install.name == name)
+    with Session(engine()) as session:
+        return [_row(r) for r in session.scalars(stmt)]
+
+
+def pinned(repo: str, revision: str, path: str) -> dict[str, Any] | None:
+    with Session(engine()) as session:
+        row = session.get(Pin, (repo, revision, path))
+        return _row(row) if row else None
+
+
+def pin(repo: str, revision: str, path: str, sha256: str, size: int, source: str) -> None:
+    """Pin a hash on first use; an existing pin is never overwritten (a mismatch is the caller's error)."""
+    from sqlalchemy.dialects.sqlite import insert
+
+    stmt = insert(Pin).values(repo=repo, revision=revision, path=path, sha256=sha256, size=size, source=source, pinned_at=now())
+    with Session(engine()) as session:
+        session.execute(stmt.on_conflict_do_nothing())
+        session.commit()
+
+
+def record_validation(model: str, record: dict[str, Any]) -> None:
+    with Session(engine()) as session:
+        session.add(Validation(at=now(), model=model, record=record))
+        session.commit()
+
+
+def validations(model: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    stmt = select(Validation).order_by(Validation.id.desc()).limit(limit)
+    if model:
+        stmt = stmt.where(Validation.model == model)
+    with Session(engine()) as session:
+        return [_row(r) for r in session.scalars(stmt)]

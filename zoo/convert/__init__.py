@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zoo import config
-from zoo.errors import ZooError
+from zoo.errors import NotInstalledError
 
 if TYPE_CHECKING:
     from zoo.catalog import ModelCard
@@ -31,10 +31,10 @@ def locate(name_or_dir: str | Path) -> Source:
     if path.is_dir():
         return Source(path.resolve(), None)
     from zoo.catalog import resolve
+    from zoo.fetch.store import Store
 
     card = resolve(str(name_or_dir))
     installed = config.model_dir(card.name)
-    if (installed / "config.json").exists():
+    if Store().manifest(card.name) is not None and (installed / "config.json").exists():
         return Source(installed, card)
-    raise ZooError(f"{card.name} is not installed under {installed}",
-                   f"download it first (`zoo download {card.name}`), or pass a directory holding its Hub repo")
+    raise NotInstalledError(f"{card.name} is not installed", f"run `zoo download {card.name}`, or pass a directory holding its Hub repo")

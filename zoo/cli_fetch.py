@@ -1,0 +1,223 @@
+"""``zoo download``, ``zoo verify``, ``zoo cache ...`` and ``zoo mirror ...`` (registered on ``zoo``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from zoo.cli import app, console, emit_json, json_option
+
+
+def _mb(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e6:,.1f} MB" if n >= 100_000 else f"{n / 1e3:,.1f} kB"
+
+
+def _install_table(result: object) -> object:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("file", "size", "sha256", "verified by", "action", "from"):
+        table.add_column(col, no_wrap=col != "from")
+    for f in result.files:  # type: ignore[attr-defined]
+        table.add_row(f.path, _mb(f.size), (f.sha256 or "?")[:12], f.verified_by, f.action, f.origin or "")
+    return table
+
+
+QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bars (they are off anyway when stderr is not a terminal).")
+
+
+@app.command("download")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--revision", help="Branch, tag or commit to fetch (default: the catalog's, usually main).")
+@click.option("--mirror", "mirrors", multiple=True, metavar="URL",
+              help="Base URL of a mirror holding <repo>/<path>, tried before the Hub; repeatable (env: ZOO_MIRRORS).")
+@click.option("--from", "from_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Install from a local directory (a repo, or a tree of <org>/<repo>/ from `zoo mirror pull`).")
+@click.option("--offline", is_flag=True, default=None, help="Use no network (same as ZOO_OFFLINE=1 or HF_HUB_OFFLINE=1).")
+@click.option("--dry-run", is_flag=True, help="Show what would be fetched and how big, then stop.")
+@click.option("--refresh", is_flag=True, help="Ask the source again even when the model is installed and verified.")
+@click.option("--no-validate", is_flag=True, help="Skip the install-time check of the sparse engine (outputs and latency).")
+@QUIET
+@json_option
+def download_cmd(names: tuple[str, ...], revision: str | None, mirrors: tuple[str, ...], from_dir: Path | None,
+                 offline: bool | None, dry_run: bool, refresh: bool, no_validate: bool, quiet: bool, as_json: bool) -> None:
+    """Fetch catalog models, verify every file (size + sha256) and install them into the cache.
+
+    \b
+    Sources, in order: --from DIR alone if given; else --mirror URLs, then the Hugging Face Hub
+    (HF_ENDPOINT, HF_TOKEN honoured). A file already in your Hugging Face cache is reused.
+    Files with no hash in the catalog are checked against the source's hash and pinned on first
+    use: later downloads must match. Interrupted downloads resume; a second download of an
+    installed model touches no network.
+    """
+    from zoo.fetch import download
+    from zoo.fetch.progress import reporter
+    from zoo.fetch.sources import LocalDir, default_sources
+
+    sources = [LocalDir(from_dir)] if from_dir else default_sources(list(mirrors) if mirrors else None)
+    results = []
+    for name in names:
+        result = download(name, revision=revision, sources=sources, offline=offline, dry_run=dry_run, refresh=refresh,
+                          reporter=reporter(quiet or as_json))
+        results.append(result)
+        if as_json:
+            continue
+        con = console()
+        con.print(_install_table(result))
+        if dry_run:
+            todo = [f for f in result.files if f.action in ("download", "resume")]
+            con.print(f"{result.name}: would fetch {len(todo)} of {len(result.files)} files, {_mb(sum(f.size or 0 for f in todo))}"
+                      f" (commit {result.commit or 'unknown'})")
+            continue
+        if result.fetched:
+            rate = result.fetched / max(result.seconds, 1e-9) / 1e6
+            con.print(f"installed {result.name} -> {result.path} ({_mb(result.fetched)} fetched in {result.seconds:.1f} s, {rate:,.0f} MB/s)")
+        else:
+            con.print(f"{result.name} is installed and verified at {result.path} (nothing fetched)")
+        if result.pinned:
+            con.print(f"[yellow]pinned on first use[/]: {', '.join(result.pinned)}: the catalog has no hash for these, so the "
+                      "source's was trusted and recorded in state.db; later downloads must match it")
+    if as_json:
+        emit_json([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict())
+
+
+@app.command("verify")
+@click.argument("names", nargs=-1)
+@QUIET
+@json_option
+def verify_cmd(names: tuple[str, ...], quiet: bool, as_json: bool) -> None:
+    """Re-hash installed models (default: all) against their manifests; a bad file is removed, exit 1."""
+    from zoo.errors import IntegrityError
+    from zoo.fetch import verify
+    from zoo.fetch.progress import reporter
+
+    results = verify(list(names) or None, reporter(quiet or as_json))
+    if as_json:
+        emit_json([r.to_dict() for r in results])
+    else:
+        con = console()
+        if not results:
+            con.print("nothing installed")
+        for r in results:
+            con.print(f"{r.name}: {'ok' if r.ok else '[red]FAILED[/]'} ({r.files} files, {_mb(r.bytes)})")
+            for p in r.problems:
+                con.print(f"  {p}")
+    bad = [r.name for r in results if not r.ok]
+    if bad:
+        raise IntegrityError(f"verification failed for {', '.join(bad)}; the bad files were removed", f"run `zoo download {' '.join(bad)}`")
+
+
+@app.group("cache")
+def cache_group() -> None:
+    """Inspect and clean the cache ($ZOO_HOME, default ~/.cache/obert-zoo)."""
+
+
+@cache_group.command("list")
+@json_option
+def cache_list(as_json: bool) -> None:
+    """Installed models (files, size, last verified) and partial downloads waiting to resume."""
+    from rich.table import Table
+
+    from zoo.fetch import report
+
+    rep = report()
+    if as_json:
+        return emit_json(rep)
+    con = console()
+    table = Table(box=None, pad_edge=False)
+    for col in ("model", "repo", "revision", "files", "size", "verified"):
+        table.add_column(col)
+    for m in rep.models:
+        table.add_row(m.name, m.repo, (m.commit or m.revision)[:12], str(m.files), _mb(m.bytes), m.verified_at or "")
+    con.print(table if rep.models else f"no models installed in {rep.home}")
+    for p in rep.partials:
+        con.print(f"partial: {p.get('model', '?')}/{p.get('file', '?')} {_mb(p['bytes'])} from {p.get('source', '?')} (resumes on download)")
+    return None
+
+
+@cache_group.command("size")
+@json_option
+def cache_size(as_json: bool) -> None:
+    """Bytes used by blobs, of which unreferenced (freed by prune), and by partial downloads."""
+    from zoo.fetch import report
+
+    rep = report()
+    partial = sum(p["bytes"] for p in rep.partials)
+    if as_json:
+        return emit_json({"home": rep.home, "blobs": rep.blobs, "blob_bytes": rep.blob_bytes,
+                          "unreferenced_bytes": rep.unreferenced_bytes, "partial_bytes": partial})
+    console().print(f"{rep.home}: {_mb(rep.blob_bytes)} in {rep.blobs} blobs ({_mb(rep.unreferenced_bytes)} unreferenced), "
+                    f"{_mb(partial)} in {len(rep.partials)} partial downloads")
+    return None
+
+
+@cache_group.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@json_option
+def cache_rm(names: tuple[str, ...], as_json: bool) -> None:
+    """Uninstall models (their blobs are freed by `zoo cache prune`)."""
+    from zoo.fetch.cache import remove
+
+    removed = [remove(n) for n in names]
+    if as_json:
+        return emit_json(removed)
+    for r in removed:
+        console().print(f"removed {r['name']} ({r['files']} files, {_mb(r['bytes'])}; run `zoo cache prune` to free them)")
+    return None
+
+
+@cache_group.command("prune")
+@click.option("--keep-partial", is_flag=True, help="Keep partial downloads (they resume).")
+@json_option
+def cache_prune(keep_partial: bool, as_json: bool) -> None:
+    """Delete blobs no installed model uses, and partial downloads."""
+    from zoo.fetch.store import Store
+
+    count, freed = Store().prune(partials=not keep_partial)
+    if as_json:
+        return emit_json({"files": count, "bytes": freed})
+    console().print(f"pruned {count} files, {_mb(freed)} freed")
+    return None
+
+
+@app.group("mirror")
+def mirror_group() -> None:
+    """Serve a directory of repos as a Hub-compatible endpoint, or fill one from the cache."""
+
+
+@mirror_group.command("serve")
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8808, show_default=True, help="Port (0 picks a free one).")
+@click.option("-v", "--verbose", is_flag=True, help="Log every request.")
+def mirror_serve(root: Path, host: str, port: int, verbose: bool) -> None:
+    """Serve ROOT/<org>/<repo>/ as a Hub endpoint: HF_ENDPOINT=http://HOST:PORT works for zoo and huggingface_hub."""
+    from zoo.fetch.mirror import serve
+
+    server = serve(root, host, port, verbose)
+    repos = server.catalog.repos()
+    click.echo(f"serving {len(repos)} repos from {server.catalog.root} at {server.url}", err=True)
+    click.echo(f"use: HF_ENDPOINT={server.url} zoo download NAME   (Ctrl-C stops)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+    finally:
+        server.server_close()
+
+
+@mirror_group.command("pull")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--to", "to", type=click.Path(path_type=Path), required=True, help="Directory to fill with <org>/<repo>/.")
+@json_option
+def mirror_pull(names: tuple[str, ...], to: Path, as_json: bool) -> None:
+    """Copy installed, verified models into DIR (with their hashes) for `zoo download --from` or `zoo mirror serve`."""
+    from zoo.fetch.mirror import pull
+
+    done = pull(list(names), to)
+    if as_json:
+        return emit_json(done)
+    for d in done:
+        console().print(f"{d['name']} -> {d['path']} ({d['files']} files, {_mb(d['bytes'])})")
+    return None

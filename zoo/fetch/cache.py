@@ -1,0 +1,109 @@
+"""What is in the cache, how big it is, re-verification, and removal (``zoo cache`` and ``zoo verify``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from zoo import state
+from zoo.fetch.hashing import sha256_file
+from zoo.fetch.progress import Quiet
+from zoo.fetch.store import Store
+
+
+@dataclass(frozen=True)
+class CachedModel:
+    name: str
+    repo: str
+    revision: str
+    commit: str | None
+    files: int
+    bytes: int
+    verified_at: str | None
+    path: str
+
+
+@dataclass(frozen=True)
+class CacheReport:
+    home: str
+    models: tuple[CachedModel, ...]
+    blobs: int
+    blob_bytes: int
+    unreferenced_bytes: int
+    partials: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def report(store: Store | None = None) -> CacheReport:
+    store = store or Store()
+    verified = {row["name"]: row["verified_at"] for row in state.installs()}
+    manifests = store.manifests()
+    models = tuple(CachedModel(m.name, m.repo, m.revision, m.commit, len(m.files), m.size, verified.get(m.name),
+                               str(store.model_dir(m.name))) for m in manifests)
+    used = {f.sha256 for m in manifests for f in m.files}
+    blobs = store.blobs()
+    sizes = {b.name.removeprefix("sha256-"): b.stat().st_size for b in blobs}
+    return CacheReport(str(store.home), models, len(blobs), sum(sizes.values()),
+                       sum(s for sha, s in sizes.items() if sha not in used), tuple(store.partials()))
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    name: str
+    ok: bool
+    files: int
+    bytes: int
+    problems: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verify(names: list[str] | None = None, reporter: Quiet | None = None) -> list[VerifyResult]:
+    """Re-hash every file of the named (default: all) installed models against its manifest.
+
+    A file that no longer matches is removed from the cache with its model's manifest, so a corrupt file
+    is never used; ``zoo download`` then fetches it again.
+    """
+    from zoo.catalog import resolve
+
+    store = Store()
+    manifests = [store.require(resolve(n).name) for n in names] if names else store.manifests()
+    rep = reporter or Quiet()
+    results = []
+    with rep:
+        rep.start(sum(m.size for m in manifests) or None)
+        for m in manifests:
+            problems = []
+            for f in m.files:
+                blob = store.blob(f.sha256)
+                if not blob.exists():
+                    problems.append(f"{f.path}: missing from the cache")
+                    continue
+                advance = rep.file(f"{m.name}/{f.path}", f.size)
+                actual = sha256_file(blob, advance)
+                rep.finish(advance)
+                if actual != f.sha256:
+                    problems.append(f"{f.path}: sha256 mismatch: expected {f.sha256}, got {actual}")
+                    store.drop_blob(f.sha256)
+                else:
+                    store.mark_verified(f.sha256)
+            if problems:
+                store.remove(m.name)
+                state.forget_install(m.name)
+            else:
+                state.touch_verified(m.name)
+            results.append(VerifyResult(m.name, not problems, len(m.files), m.size, tuple(problems)))
+    return results
+
+
+def remove(name: str) -> dict[str, Any]:
+    """Uninstall a model; its blobs stay until ``prune`` (another model may share them)."""
+    from zoo.catalog import resolve
+
+    store = Store()
+    manifest = store.remove(resolve(name).name)
+    state.forget_install(manifest.name)
+    return {"name": manifest.name, "files": len(manifest.files), "bytes": manifest.size}

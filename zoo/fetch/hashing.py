@@ -1,0 +1,93 @@
+"""Hashes computed while bytes stream, and what a file is expected to hash to (with who said so)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from zoo.errors import IntegrityError
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a file must be. ``authority`` names who vouches for ``sha256``: ``catalog`` or ``pinned`` (trusted
+    earlier on this machine), ``source`` when only the server's own listing says so (then it is pinned on
+    first use), or None when nobody does. ``git_oid`` is the Hub's git blob id of a small non-LFS file, a
+    real content hash too (sha1 over ``blob <size>\\0`` + content)."""
+
+    size: int | None = None
+    sha256: str | None = None
+    authority: str | None = None
+    git_oid: str | None = None
+
+    @property
+    def trusted(self) -> bool:
+        """True when the hash comes from the catalog or an earlier pin, not from the source being checked."""
+        return self.authority in ("catalog", "pinned")
+
+    @property
+    def verified_by(self) -> str:
+        if self.trusted:
+            return str(self.authority)
+        if self.sha256:
+            return "source sha256, pinned on first use"
+        if self.git_oid:
+            return "source git oid, pinned on first use"
+        return "size only, pinned on first use" if self.size is not None else "pinned on first use"
+
+
+class StreamHash:
+    """sha256 (and the git blob id when the final size is known up front) over bytes fed in order."""
+
+    def __init__(self, git_size: int | None = None) -> None:
+        self.sha = hashlib.sha256()
+        self.git = hashlib.sha1(f"blob {git_size}\0".encode(), usedforsecurity=False) if git_size is not None else None
+        self.size = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.sha.update(data)
+        if self.git is not None:
+            self.git.update(data)
+        self.size += len(data)
+
+    def feed_file(self, path: Path, limit: int | None = None, progress: Callable[[int], None] | None = None) -> None:
+        """Hash the first ``limit`` bytes (all when None) of an existing file, e.g. a partial download."""
+        remaining = limit
+        with open(path, "rb") as fh:
+            while remaining is None or remaining > 0:
+                data = fh.read(CHUNK if remaining is None else min(CHUNK, remaining))
+                if not data:
+                    break
+                self.update(data)
+                if remaining is not None:
+                    remaining -= len(data)
+                if progress:
+                    progress(len(data))
+
+    @property
+    def sha256(self) -> str:
+        return self.sha.hexdigest()
+
+    @property
+    def git_oid(self) -> str | None:
+        return self.git.hexdigest() if self.git is not None else None
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    h = StreamHash()
+    h.feed_file(path, progress=progress)
+    return h.sha256
+
+
+def check(label: str, expected: Expected, got: StreamHash) -> None:
+    """Raise ``IntegrityError`` naming the file, the expected and the actual value, when they differ."""
+    if expected.size is not None and got.size != expected.size:
+        raise IntegrityError(f"{label}: size mismatch: expected {expected.size} bytes, got {got.size}")
+    if expected.sha256 and got.sha256 != expected.sha256:
+        raise IntegrityError(f"{label}: sha256 mismatch: expected {expected.sha256} ({expected.verified_by}), got {got.sha256}")
+    if expected.git_oid and got.git_oid and got.git_oid != expected.git_oid:
+        raise IntegrityError(f"{label}: git blob id mismatch: expected {expected.git_oid}, got {got.git_oid}")

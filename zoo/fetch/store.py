@@ -1,0 +1,230 @@
+"""The content-addressed cache under ``ZOO_HOME``: blobs, partial downloads, locks, manifests, model dirs.
+
+::
+
+    blobs/sha256-<hex>        verified content, read-only; the name is the hash
+    blobs/sha256-<hex>.ok     marker: size and mtime_ns when last fully hashed (a stale marker means re-hash)
+    partial/<key>.part        a download in progress, kept across Ctrl-C / kill -9 and resumed
+    locks/<key>.lock          one lock per file being fetched (flock: released by the kernel if the holder dies)
+    manifests/<name>.json     written last, atomically: a model is installed iff its manifest exists
+    models/<name>/<path>      symlinks into blobs: the Hub-style directory converters and pipelines read
+
+Nothing is ever written at a final path except by ``os.replace`` of a complete, verified file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo import config
+from zoo.errors import LockTimeoutError, NotInstalledError
+
+LOCK_TIMEOUT_S = float(os.environ.get("ZOO_LOCK_TIMEOUT", "900"))
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    path: str
+    sha256: str
+    size: int
+    verified_by: str  # catalog | pinned | hub-lfs | git-oid | pinned-on-first-use
+    origin: str  # where the bytes came from: hub, mirror URL, hf-cache, local dir, cache
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    repo: str
+    revision: str
+    commit: str | None
+    source: str
+    files: tuple[ManifestFile, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        return cls(**{**data, "files": tuple(ManifestFile(**f) for f in data["files"])})
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Store:
+    """One cache directory; every path the fetch stage touches is computed here."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = Path(home) if home else config.zoo_home()
+
+    # -- blobs -------------------------------------------------------------------------------------
+    def blob(self, sha256: str) -> Path:
+        return self.home / "blobs" / f"sha256-{sha256}"
+
+    def _marker(self, sha256: str) -> Path:
+        return self.home / "blobs" / f"sha256-{sha256}.ok"
+
+    def is_verified(self, sha256: str) -> bool:
+        """True when the blob exists and its marker matches its current size and mtime (no re-hash needed)."""
+        try:
+            st = self.blob(sha256).stat()
+            mark = json.loads(self._marker(sha256).read_text())
+        except (OSError, ValueError):
+            return False
+        return mark.get("size") == st.st_size and mark.get("mtime_ns") == st.st_mtime_ns
+
+    def mark_verified(self, sha256: str) -> None:
+        st = self.blob(sha256).stat()
+        _atomic_write(self._marker(sha256), json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+
+    def adopt(self, tmp: Path, sha256: str) -> Path:
+        """Move a complete, verified file into the store under its hash (atomic; read-only afterwards)."""
+        final = self.blob(sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, final)
+        self.mark_verified(sha256)
+        return final
+
+    def drop_blob(self, sha256: str) -> None:
+        for p in (self._marker(sha256), self.blob(sha256)):
+            p.unlink(missing_ok=True)
+
+    def blobs(self) -> list[Path]:
+        root = self.home / "blobs"
+        return sorted(p for p in root.glob("sha256-*") if not p.name.endswith(".ok")) if root.is_dir() else []
+
+    # -- partial downloads and locks ---------------------------------------------------------------
+    @staticmethod
+    def key(*parts: str) -> str:
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+    def partial(self, key: str) -> Path:
+        path = self.home / "partial" / f"{key}.part"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def partials(self) -> list[dict[str, Any]]:
+        root = self.home / "partial"
+        out = []
+        for part in sorted(root.glob("*.part")) if root.is_dir() else []:
+            meta = part.with_suffix(".json")
+            info = json.loads(meta.read_text()) if meta.exists() else {}
+            out.append({"path": str(part), "bytes": part.stat().st_size, **info})
+        return out
+
+    def describe_partial(self, key: str, **info: Any) -> None:
+        _atomic_write(self.partial(key).with_suffix(".json"), json.dumps(info))
+
+    def drop_partial(self, key: str) -> None:
+        part = self.partial(key)
+        for p in (part, part.with_suffix(".json")):
+            p.unlink(missing_ok=True)
+
+    @contextmanager
+    def lock(self, key: str, label: str, timeout: float | None = None) -> Iterator[None]:
+        from filelock import FileLock, Timeout
+
+        path = self.home / "locks" / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path))
+        wait = LOCK_TIMEOUT_S if timeout is None else timeout
+        try:
+            lock.acquire(timeout=wait)
+        except Timeout:
+            raise LockTimeoutError(f"another process has been fetching {label} for over {wait:.0f} s (lock {path})",
+                                   "wait for it, or stop it; a lock held by a dead process is released by the OS") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # -- manifests and model directories -----------------------------------------------------------
+    def manifest_path(self, name: str) -> Path:
+        return self.home / "manifests" / f"{name}.json"
+
+    def manifest(self, name: str) -> Manifest | None:
+        path = self.manifest_path(name)
+        try:
+            return Manifest.from_dict(json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, KeyError):
+            return None  # a damaged manifest means "not installed"; the next download rewrites it
+
+    def require(self, name: str) -> Manifest:
+        found = self.manifest(name)
+        if found is None:
+            raise NotInstalledError(f"{name} is not installed in {self.home}", f"run `zoo download {name}`")
+        return found
+
+    def manifests(self) -> list[Manifest]:
+        root = self.home / "manifests"
+        found = (self.manifest(p.stem) for p in sorted(root.glob("*.json"))) if root.is_dir() else ()
+        return [m for m in found if m is not None]
+
+    def model_dir(self, name: str) -> Path:
+        return config.model_dir(name)
+
+    def install(self, manifest: Manifest) -> Path:
+        """Link the model directory to its blobs, then write the manifest (the commit point)."""
+        with self.lock(self.key("model", manifest.name), manifest.name):
+            return self._install(manifest)
+
+    def _install(self, manifest: Manifest) -> Path:
+        target = self.model_dir(manifest.name)
+        staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        for f in manifest.files:
+            link = staging / f.path
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(os.path.relpath(self.blob(f.sha256), link.parent))
+        old = target.with_name(f".{target.name}.{os.getpid()}.old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+        _atomic_write(self.manifest_path(manifest.name), json.dumps(manifest.to_dict(), indent=2))
+        return target
+
+    def remove(self, name: str) -> Manifest:
+        """Uninstall: manifest first (so a crash leaves 'not installed'), then the model directory."""
+        manifest = self.require(name)
+        self.manifest_path(name).unlink()
+        shutil.rmtree(self.model_dir(name), ignore_errors=True)
+        return manifest
+
+    def prune(self, partials: bool = True) -> tuple[int, int]:
+        """Delete blobs no manifest references (and partial downloads); returns (files, bytes) freed."""
+        used = {f.sha256 for m in self.manifests() for f in m.files}
+        count = freed = 0
+        for blob in self.blobs():
+            sha = blob.name.removeprefix("sha256-")
+            if sha not in used:
+                freed += blob.stat().st_size
+                self.drop_blob(sha)
+                count += 1
+        if partials:
+            for info in self.partials():
+                part = Path(info["path"])
+                freed += info["bytes"]
+                part.unlink(missing_ok=True)
+                part.with_suffix(".json").unlink(missing_ok=True)
+                count += 1
+        return count, freed
