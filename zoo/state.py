@@ -100,8 +100,16 @@ def _row(obj: Any) -> dict[str, Any]:
 @lru_cache(maxsize=4)
 def _engine(url: str) -> Engine:
     # Several processes may install at once: wait for SQLite's write lock instead of failing at once.
+    from sqlalchemy.exc import OperationalError
+
     engine = create_engine(url, connect_args={"timeout": 60})
-    StateBase.metadata.create_all(engine)
+    for attempt in range(5):
+        try:
+            StateBase.metadata.create_all(engine)
+            break
+        except OperationalError:  # another process created a table between our check and our CREATE
+            if attempt == 4:
+                raise
     return engine
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,7 @@ def download(name: str, *, revision: str | None = None, sources: list[Source] | 
         expected = expected_for(spec, state.pinned(card.repo, pin_rev, spec.path), remote, label)
         in_store = bool(expected.sha256) and _blob_ok(store, expected.sha256)
         in_hf = not in_store and hf_cached(card.repo, pin_rev, spec.path) is not None
-        key = store.key(card.repo, pin_rev, spec.path, expected.sha256 or "")
+        key = store.key(card.repo, pin_rev, spec.path)
         part = store.partial(key)
         action = decide(expected, in_store, in_hf, part.stat().st_size if part.exists() else 0, lister is not None)
         if action == "unavailable" and spec.required:
@@ -195,8 +195,10 @@ def _check_space(store: Store, sizes: list[int]) -> None:
 def _obtain(store: Store, sources: list[Source], card: ModelCard, rev: str, pin_rev: str, spec: FileSpec,
             expected: Expected, action: str, rep: Quiet) -> FileResult:
     label = f"{card.name}/{spec.path}"
-    key = store.key(card.repo, pin_rev, spec.path, expected.sha256 or "")
+    key = store.key(card.repo, pin_rev, spec.path)
     with store.lock(key, label):
+        if not expected.sha256 and (pin := state.pinned(card.repo, pin_rev, spec.path)):
+            expected = replace(expected, sha256=pin["sha256"], authority="pinned")  # another process pinned it meanwhile
         if expected.sha256 and _blob_ok(store, expected.sha256):  # another process finished it meanwhile
             return FileResult(spec.path, expected.size, expected.sha256, expected.verified_by, "cached", "cache")
         part = store.partial(key)
@@ -205,8 +207,8 @@ def _obtain(store: Store, sources: list[Source], card: ModelCard, rev: str, pin_
             got, origin, act, fetched = _from_sources(store, key, sources, card, pin_rev, spec, expected, rep, label)
         store.adopt(part, got.sha256)
         store.drop_partial(key)
-    if not expected.trusted:
-        state.pin(card.repo, pin_rev, spec.path, got.sha256, got.size, origin)
+        if not expected.trusted:
+            state.pin(card.repo, pin_rev, spec.path, got.sha256, got.size, origin)
     return FileResult(spec.path, got.size, got.sha256, expected.verified_by, act, origin, fetched)
 
 
@@ -238,7 +240,7 @@ def _from_sources(store: Store, key: str, sources: list[Source], card: ModelCard
             fetched = [0]
             advance = rep.file(spec.path if attempt == 1 else f"{spec.path} (retry)", expected.size)
 
-            def count(n: int, advance: Any = advance) -> None:
+            def count(n: int, advance: Any = advance, fetched: list[int] = fetched) -> None:
                 fetched[0] += n
                 advance(n)
 

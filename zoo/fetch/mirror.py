@@ -259,6 +259,13 @@ class MirrorHTTPServer(ThreadingHTTPServer):
         self.verbose = verbose
         super().__init__((host, port), handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up mid-body: normal for downloads
+            return
+        super().handle_error(request, client_address)
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]

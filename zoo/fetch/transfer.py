@@ -138,7 +138,8 @@ class HttpFetcher:
             got = 0
             try:
                 with open(part, "ab") as fh:
-                    while data := resp.raw.read(CHUNK, decode_content=False):
+                    # read1: whatever has arrived (up to CHUNK), so the partial file follows the network closely
+                    while data := resp.raw.read1(CHUNK, decode_content=False):
                         _write(fh, data, part)
                         h.update(data)
                         got += len(data)
