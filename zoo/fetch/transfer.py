@@ -70,6 +70,56 @@ def copy_file(src: Path, part: Path, expected: Expected, progress: Progress = _n
     return h
 
 
+class Sink:
+    """Appends chunks to a file and feeds them to a hash on two worker threads, so receiving, writing and
+    hashing overlap (each releases the GIL). Leaving the ``with`` block waits for both; a write error is
+    re-raised in the receiving thread. Memory is bounded by the queue depth (``DEPTH`` chunks)."""
+
+    DEPTH = 32
+
+    def __init__(self, part: Path, h: StreamHash) -> None:
+        import queue
+        import threading
+
+        self.part, self.h = part, h
+        self.error: BaseException | None = None
+        self.queues: list[queue.Queue] = [queue.Queue(self.DEPTH), queue.Queue(self.DEPTH)]
+        self.fh = open(part, "ab")  # noqa: SIM115  (closed in __exit__ after the writer thread is done)
+        self.threads = [threading.Thread(target=self._run, args=(q, fn), daemon=True)
+                        for q, fn in zip(self.queues, (self._write, h.update), strict=True)]
+        for t in self.threads:
+            t.start()
+
+    def _write(self, data: bytes) -> None:
+        _write(self.fh, data, self.part)
+
+    def _run(self, q: Any, fn: Callable[[bytes], None]) -> None:
+        while (data := q.get()) is not None:
+            if self.error is None:
+                try:
+                    fn(data)
+                except BaseException as exc:  # noqa: BLE001  (handed to the receiving thread)
+                    self.error = exc
+
+    def put(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        for q in self.queues:
+            q.put(data)
+
+    def __enter__(self) -> Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for q in self.queues:
+            q.put(None)
+        for t in self.threads:
+            t.join()
+        self.fh.close()
+        if self.error is not None and exc[0] is None:
+            raise self.error
+
+
 class HttpFetcher:
     """GETs one URL into a partial file, resuming with Range after drops and retrying 5xx with backoff."""
 
@@ -137,11 +187,10 @@ class HttpFetcher:
             want = int(length) if length and length.isdigit() else None
             got = 0
             try:
-                with open(part, "ab") as fh:
+                with Sink(part, h) as sink:
                     # read1: whatever has arrived (up to CHUNK), so the partial file follows the network closely
                     while data := resp.raw.read1(CHUNK, decode_content=False):
-                        _write(fh, data, part)
-                        h.update(data)
+                        sink.put(data)
                         got += len(data)
                         progress(len(data))
             except (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
