@@ -1,12 +1,13 @@
 """obert-zoo: the oBERT sparse BERT family as a catalog, a verified downloader and a sparse CPU runtime.
 
-The public API mirrors the CLI: ``zoo.list_models``, ``zoo.search``, ``zoo.show``, ``zoo.resolve``.
+The public API mirrors the CLI: ``zoo.load`` (a ready pipeline), ``zoo.download``, ``zoo.verify``,
+``zoo.list_models``, ``zoo.search``, ``zoo.show``, ``zoo.resolve``.
 Submodules load lazily so ``import zoo`` stays cheap.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ZooError
 
@@ -14,7 +15,31 @@ if TYPE_CHECKING:
     from zoo.catalog import Filters, ModelCard
 
 __version__ = "0.1.0"
-__all__ = ["ZooError", "list_models", "resolve", "search", "show"]
+__all__ = ["ZooError", "download", "list_models", "load", "resolve", "search", "show", "verify"]
+
+
+def load(name_or_dir: str, **kwargs: Any) -> Any:
+    """A ready pipeline (question answering or classification) for a catalog name or a local repo directory.
+
+    Keywords: ``engine="auto"|"sparse"|"onnxruntime"``, ``threads``, ``revision``, ``offline``, ``validate``.
+    """
+    from zoo.pipelines import load as _load
+
+    return _load(name_or_dir, **kwargs)
+
+
+def download(name: str, **kwargs: Any) -> Any:
+    """Fetch, verify and install a catalog model; returns an ``InstallResult`` (see ``zoo download --help``)."""
+    from zoo.fetch import download as _download
+
+    return _download(name, **kwargs)
+
+
+def verify(*names: str) -> Any:
+    """Re-hash installed models (default: all) against their manifests; returns one result per model."""
+    from zoo.fetch import verify as _verify
+
+    return _verify(list(names) or None)
 
 
 def list_models(filters: Filters | None = None, sort: str = "name", **kwargs: object) -> list[ModelCard]:

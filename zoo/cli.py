@@ -27,6 +27,7 @@ def app() -> None:
 
     \b
     Start with:
+      zoo demo                          the whole flow offline, on a synthetic model
       zoo list --layers 3 --sort f1     browse the catalog
       zoo show obert-3l-80-quant        everything about one model
       zoo download obert-3l-80-quant    fetch, verify, install (then zoo cache list)
@@ -200,4 +201,5 @@ def main(argv: list[str] | None = None) -> None:
 
 import zoo.cli_convert  # noqa: E402,F401  (registers inspect/export)
 import zoo.cli_fetch  # noqa: E402,F401  (registers download/verify/cache/mirror)
+import zoo.cli_pipelines  # noqa: E402,F401  (registers run/eval/demo)
 import zoo.cli_runtime  # noqa: E402,F401  (registers bench)

@@ -78,8 +78,32 @@ def download_cmd(names: tuple[str, ...], revision: str | None, mirrors: tuple[st
         if result.pinned:
             con.print(f"[yellow]pinned on first use[/]: {', '.join(result.pinned)}: the catalog has no hash for these, so the "
                       "source's was trusted and recorded in state.db; later downloads must match it")
+    verdicts = {}
+    if not (dry_run or no_validate):
+        from zoo import state
+
+        for r in results:
+            if r.fetched or not state.validations(r.name, limit=1):
+                verdicts[r.name] = _validate(r.name, r.path, None if as_json else console())
     if as_json:
-        emit_json([r.to_dict() for r in results] if len(results) > 1 else results[0].to_dict())
+        records = [{**r.to_dict(), "validation": verdicts.get(r.name)} for r in results]
+        emit_json(records if len(records) > 1 else records[0])
+
+
+def _validate(name: str, path: Path, con: object) -> dict:
+    """Convert, compile and validate an installed model; print the verdict line (and a warning if slow)."""
+    from zoo.convert.repo import load_model
+    from zoo.runtime.engine import compile, default_threads
+    from zoo.runtime.validate import validate
+
+    threads = default_threads()
+    model = load_model(path)
+    verdict = validate(name, model, compile(model, threads=threads), threads)
+    if con is not None:
+        con.print(verdict.line())  # type: ignore[attr-defined]
+        if verdict.warning:
+            con.print(f"[yellow]warning[/]: {verdict.warning}")  # type: ignore[attr-defined]
+    return verdict.to_dict()
 
 
 @app.command("verify")

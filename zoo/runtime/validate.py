@@ -1,0 +1,135 @@
+"""Install-time validation: the compiled engine's outputs against the numpy reference, and its latency at
+batch 1 / sequence 128 against onnxruntime fp32 on the same weights, in the same process.
+
+The verdict is one line (``obert-3l-80-quant  6.2 ms p50  2.3x onnxruntime-fp32  outputs match``),
+recorded in the state DB. A sparse model is expected to beat onnxruntime fp32 (the product's promise;
+a dense one to stay within 10% of it); when it does not, the warning names the likely cause.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo.convert.bert import BertModel
+
+SPARSE_EXPECTED = 1.0  # a sparse variant must be faster than onnxruntime fp32 on the same weights
+DENSE_EXPECTED = 1 / 1.1  # a dense one no slower than 1.1x
+
+
+@dataclass(frozen=True)
+class Verdict:
+    model: str
+    engine: str
+    p50_ms: float
+    ort_fp32_p50_ms: float
+    speedup: float
+    expected_speedup: float
+    max_abs_diff: float
+    tolerance: float
+    outputs_match: bool
+    threads: int
+    cpu: str
+    warning: str | None = None
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        match = "outputs match" if self.outputs_match else f"OUTPUTS DIFFER (max {self.max_abs_diff:.2g} > {self.tolerance:.2g})"
+        return f"{self.model}  {self.p50_ms:.1f} ms p50  {self.speedup:.1f}x onnxruntime-fp32  {match}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def tolerance(model: BertModel, ref: dict[str, np.ndarray]) -> float:
+    """fp32: 1e-4 relative to the logits' scale; int8: one quantization step of the head's input."""
+    head = model.qa or model.classifier
+    if head is not None and head.input_q is not None:
+        return float(head.input_q.scale * np.abs(head.weight).sum(axis=1).max())
+    scale = max(1.0, max(float(np.abs(v).max()) for v in ref.values()))
+    return 1e-4 * scale
+
+
+def _inputs(vocab: int, batch: int, seq: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000 if vocab > 2000 else 0, vocab, size=(batch, seq))
+    mask = np.ones_like(ids)
+    if batch > 1:
+        mask[-1, seq // 2:] = 0
+    types = (np.arange(seq)[None] >= seq // 2).astype(np.int64).repeat(batch, 0)
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def cpu_summary() -> str:
+    from zoo.runtime import _kernels
+
+    feats = _kernels.features() if hasattr(_kernels, "features") else {}
+    flags = [k for k, v in dict(feats).items() if v] if isinstance(feats, dict) else [str(feats)]
+    return ",".join(flags) or "generic"
+
+
+def _cause(threads: int, model: BertModel) -> str:
+    cpu = cpu_summary()
+    causes = []
+    if model.config.hidden * model.config.layers < 768 * 3:
+        causes.append(f"a small model ({model.config.layers} layers x {model.config.hidden} wide): fixed per-call costs dominate")
+    if "vnni" not in cpu.lower() or "avx512" not in cpu.lower():
+        causes.append(f"this CPU lacks AVX-512/VNNI ({cpu}), so the portable kernels ran")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if threads < cores:
+        causes.append(f"threads limited to {threads} of {cores} cores")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > 0.75 * cores:
+        causes.append(f"the CPU is busy (load average {load:.1f} on {cores} cores)")
+    return "; ".join(causes) or "no obvious cause: rerun `zoo bench` on an idle machine"
+
+
+def validate(name: str, model: BertModel, engine: Any, threads: int, runs: int = 20, record: bool = True) -> Verdict:
+    import time
+
+    from zoo.convert.reference import forward
+    from zoo.runtime.bench import _ort_session, time_runs
+    from zoo.runtime.engine import OnnxRuntimeEngine, encoder_density
+
+    started = time.perf_counter()
+    cfg = model.config
+    worst, tol = 0.0, float("inf")
+    for seed, (batch, seq) in enumerate(((1, 16), (2, 48))):
+        feed = _inputs(cfg.vocab_size, batch, min(seq, cfg.max_positions), seed)
+        ref = forward(model, **feed)
+        out = engine(**feed)
+        tol = min(tol, tolerance(model, ref))
+        worst = max(worst, *(float(np.abs(out[k] - ref[k]).max()) for k in ref))
+    feed = _inputs(cfg.vocab_size, 1, min(128, cfg.max_positions), 7)
+    p50 = statistics.median(time_runs(lambda: engine(**feed), runs))
+    if isinstance(engine, OnnxRuntimeEngine):
+        ort_p50 = statistics.median(time_runs(lambda: engine.session.run(None, feed), runs))
+    else:
+        from zoo.convert.onnx_export import export
+
+        with tempfile.TemporaryDirectory(prefix="zoo-validate-") as tmp:
+            path = Path(tmp) / "fp32.onnx"
+            export(model, path, quantized=False)
+            session = _ort_session(path, threads)
+            ort_p50 = statistics.median(time_runs(lambda: session.run(None, feed), runs))
+    speedup = ort_p50 / p50
+    expected = DENSE_EXPECTED if encoder_density(model) > 0.5 else SPARSE_EXPECTED
+    kinds = engine.kinds()
+    label = "onnxruntime" if isinstance(engine, OnnxRuntimeEngine) else "sparse(" + ",".join(sorted(kinds)) + ")"
+    warning = None
+    if speedup < expected:
+        warning = (f"{name}: {speedup:.2f}x onnxruntime-fp32 is below the {expected:.2f}x expected for this variant; "
+                   f"likely cause: {_cause(threads, model)}")
+    verdict = Verdict(name, label, round(p50, 3), round(ort_p50, 3), round(speedup, 2), round(expected, 2), worst, tol,
+                      worst <= tol, threads, cpu_summary(), warning, round(time.perf_counter() - started, 2))
+    if record:
+        from zoo import state
+
+        state.record_validation(name, verdict.to_dict())
+    return verdict
