@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -18,8 +18,8 @@ class Pipeline:
     engine: Any
     tokenizer: Any
     config: Any  # zoo.convert.bert.BertConfig
-    task: str = ""
     batch_size: int = 8
+    task: ClassVar[str] = ""
 
     def run(self, encodings: list[Any]) -> dict[str, np.ndarray]:
         """Run the engine over encodings (padded per batch to the longest), concatenating outputs."""
