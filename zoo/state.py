@@ -119,29 +119,33 @@ def engine() -> Engine:
     return _engine(f"sqlite:///{home / 'state.db'}")
 
 
-def record_bench(model: str, synthetic: bool, results: list[Any], extra: dict[str, Any] | None = None) -> None:
-    now = datetime.now(UTC).isoformat(timespec="seconds")
+def _latest(table: Any, model: str | None, limit: int) -> list[dict[str, Any]]:
+    """The newest rows of a per-model history table (bench runs, validations), newest first."""
+    stmt = select(table).order_by(table.id.desc()).limit(limit)
+    if model:
+        stmt = stmt.where(table.model == model)
     with Session(engine()) as session:
-        session.add_all(BenchRun(at=now, model=model, synthetic=synthetic, extra=extra or {}, **r.to_dict()) for r in results)
+        return [_row(r) for r in session.scalars(stmt)]
+
+
+def record_bench(model: str, synthetic: bool, results: list[Any], extra: dict[str, Any] | None = None) -> None:
+    at = now()
+    with Session(engine()) as session:
+        session.add_all(BenchRun(at=at, model=model, synthetic=synthetic, extra=extra or {}, **r.to_dict()) for r in results)
         session.commit()
 
 
 def bench_history(model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    stmt = select(BenchRun).order_by(BenchRun.id.desc()).limit(limit)
-    if model:
-        stmt = stmt.where(BenchRun.model == model)
-    with Session(engine()) as session:
-        return [{c.name: getattr(r, c.name) for c in BenchRun.__table__.columns if c.name != "id"} for r in session.scalars(stmt)]
+    return _latest(BenchRun, model, limit)
 
 
 def record_artifact(model: str, kind: str, path: str, sha256: str, size: int) -> None:
     """Record (or refresh) a derived file; one row per path."""
     from sqlalchemy import delete
 
-    now = datetime.now(UTC).isoformat(timespec="seconds")
     with Session(engine()) as session:
         session.execute(delete(Artifact).where(Artifact.path == path))
-        session.add(Artifact(at=now, model=model, kind=kind, path=path, sha256=sha256, size=size))
+        session.add(Artifact(at=now(), model=model, kind=kind, path=path, sha256=sha256, size=size))
         session.commit()
 
 
@@ -150,7 +154,7 @@ def artifacts(model: str | None = None) -> list[dict[str, Any]]:
     if model:
         stmt = stmt.where(Artifact.model == model)
     with Session(engine()) as session:
-        return [{c.name: getattr(a, c.name) for c in Artifact.__table__.columns if c.name != "id"} for a in session.scalars(stmt)]
+        return [_row(a) for a in session.scalars(stmt)]
 
 
 def record_install(record: dict[str, Any]) -> None:
@@ -213,8 +217,4 @@ def record_validation(model: str, record: dict[str, Any]) -> None:
 
 
 def validations(model: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-    stmt = select(Validation).order_by(Validation.id.desc()).limit(limit)
-    if model:
-        stmt = stmt.where(Validation.model == model)
-    with Session(engine()) as session:
-        return [_row(r) for r in session.scalars(stmt)]
+    return _latest(Validation, model, limit)

@@ -24,6 +24,10 @@ class Expected:
     authority: str | None = None
     git_oid: str | None = None
 
+    def stream(self) -> StreamHash:
+        """A fresh hash for this file (with the git blob id too when that is what the source vouches with)."""
+        return StreamHash(self.size if self.git_oid else None)
+
     @property
     def trusted(self) -> bool:
         """True when the hash comes from the catalog or an earlier pin, not from the source being checked."""

@@ -16,7 +16,7 @@ from typing import Any
 from zoo import config, state
 from zoo.catalog import FileSpec, ModelCard, resolve
 from zoo.errors import DiskFullError, FetchError, IntegrityError, OfflineError
-from zoo.fetch.hashing import Expected, StreamHash, check, sha256_file
+from zoo.fetch.hashing import Expected, StreamHash, check
 from zoo.fetch.progress import Quiet
 from zoo.fetch.sources import Listing, Remote, Source, default_sources, hf_cached
 from zoo.fetch.store import Manifest, ManifestFile, Store
@@ -133,7 +133,7 @@ def download(name: str, *, revision: str | None = None, sources: list[Source] | 
                 raise FetchError(f"{lister.label if lister else 'source'}: {card.repo}@{rev} has no {spec.path}")
             continue
         expected = expected_for(spec, state.pinned(card.repo, pin_rev, spec.path), remote, label)
-        in_store = bool(expected.sha256) and _blob_ok(store, expected.sha256)
+        in_store = bool(expected.sha256) and store.ensure_verified(expected.sha256)
         in_hf = not in_store and hf_cached(card.repo, pin_rev, spec.path) is not None
         key = store.key(card.repo, pin_rev, spec.path)
         part = store.partial(key)
@@ -156,9 +156,9 @@ def download(name: str, *, revision: str | None = None, sources: list[Source] | 
     results = []
     with rep:
         rep.start(sum(e.size or 0 for _, e, a in plan if a != "cached") or None)
-        for spec, expected, action in plan:
+        for spec, expected, _ in plan:
             try:
-                results.append(_obtain(store, sources, card, rev, pin_rev, spec, expected, action, rep))
+                results.append(_obtain(store, sources, card, pin_rev, spec, expected, rep))
             except _Skip:
                 continue
     manifest = Manifest(card.name, card.repo, rev, commit, lister.label if lister else "cache",
@@ -170,19 +170,6 @@ def download(name: str, *, revision: str | None = None, sources: list[Source] | 
     return InstallResult(card.name, card.repo, rev, commit, path, tuple(results), time.perf_counter() - started)
 
 
-def _blob_ok(store: Store, sha256: str) -> bool:
-    """A blob is usable when its marker is fresh, or when re-hashing a present blob with a stale marker agrees."""
-    if store.is_verified(sha256):
-        return True
-    blob = store.blob(sha256)
-    if blob.exists():
-        if sha256_file(blob) == sha256:
-            store.mark_verified(sha256)
-            return True
-        store.drop_blob(sha256)
-    return False
-
-
 def _check_space(store: Store, sizes: list[int]) -> None:
     need = sum(sizes)
     store.home.mkdir(parents=True, exist_ok=True)
@@ -192,14 +179,14 @@ def _check_space(store: Store, sizes: list[int]) -> None:
                             "free some space or set ZOO_HOME to a bigger disk")
 
 
-def _obtain(store: Store, sources: list[Source], card: ModelCard, rev: str, pin_rev: str, spec: FileSpec,
-            expected: Expected, action: str, rep: Quiet) -> FileResult:
+def _obtain(store: Store, sources: list[Source], card: ModelCard, pin_rev: str, spec: FileSpec, expected: Expected,
+            rep: Quiet) -> FileResult:
     label = f"{card.name}/{spec.path}"
     key = store.key(card.repo, pin_rev, spec.path)
     with store.lock(key, label):
         if not expected.sha256 and (pin := state.pinned(card.repo, pin_rev, spec.path)):
             expected = replace(expected, sha256=pin["sha256"], authority="pinned")  # another process pinned it meanwhile
-        if expected.sha256 and _blob_ok(store, expected.sha256):  # another process finished it meanwhile
+        if expected.sha256 and store.ensure_verified(expected.sha256):  # another process finished it meanwhile
             return FileResult(spec.path, expected.size, expected.sha256, expected.verified_by, "cached", "cache")
         part = store.partial(key)
         got, origin, act, fetched = _from_hf_cache(card, pin_rev, spec, part, expected, rep, label)

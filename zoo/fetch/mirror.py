@@ -290,7 +290,6 @@ def serve(root: Path, host: str = "127.0.0.1", port: int = 0, verbose: bool = Fa
 def pull(names: list[str], to: Path) -> list[dict[str, Any]]:
     """Copy installed, verified models into ``to/<repo>/`` with a hashes file, for an offline site's mirror."""
     from zoo.catalog import resolve
-    from zoo.fetch.install import _blob_ok
     from zoo.fetch.store import Store
 
     store = Store()
@@ -301,7 +300,7 @@ def pull(names: list[str], to: Path) -> list[dict[str, Any]]:
         target.mkdir(parents=True, exist_ok=True)
         hashes = {}
         for f in manifest.files:
-            if not _blob_ok(store, f.sha256):
+            if not store.ensure_verified(f.sha256):
                 raise ZooError(f"{manifest.name}/{f.path} failed verification in the cache", f"run `zoo download {manifest.name}`")
             dest = target / f.path
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from typing import Any
 
 from zoo import config
 from zoo.errors import LockTimeoutError, NotInstalledError
+from zoo.fetch.hashing import sha256_file
 
 LOCK_TIMEOUT_S = float(os.environ.get("ZOO_LOCK_TIMEOUT", "900"))
 
@@ -92,6 +93,19 @@ class Store:
     def mark_verified(self, sha256: str) -> None:
         st = self.blob(sha256).stat()
         _atomic_write(self._marker(sha256), json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+
+    def ensure_verified(self, sha256: str) -> bool:
+        """A blob is usable when its marker is fresh, or when re-hashing a present blob with a stale marker
+        agrees (the marker is then refreshed); a blob that no longer matches its name is deleted."""
+        if self.is_verified(sha256):
+            return True
+        blob = self.blob(sha256)
+        if blob.exists():
+            if sha256_file(blob) == sha256:
+                self.mark_verified(sha256)
+                return True
+            self.drop_blob(sha256)
+        return False
 
     def adopt(self, tmp: Path, sha256: str) -> Path:
         """Move a complete, verified file into the store under its hash (atomic; read-only afterwards)."""

@@ -48,7 +48,7 @@ def _write(fh: Any, data: bytes, part: Path) -> None:
 
 def resume_hash(part: Path, expected: Expected, progress: Progress = _noop) -> StreamHash:
     """The running hash over what a partial file already holds (truncated when longer than expected)."""
-    h = StreamHash(expected.size if expected.git_oid else None)
+    h = expected.stream()
     if part.exists():
         if expected.size is not None and part.stat().st_size > expected.size:
             os.truncate(part, 0)
@@ -58,7 +58,7 @@ def resume_hash(part: Path, expected: Expected, progress: Progress = _noop) -> S
 
 def copy_file(src: Path, part: Path, expected: Expected, progress: Progress = _noop) -> StreamHash:
     """Copy a local file into ``part`` while hashing it."""
-    h = StreamHash(expected.size if expected.git_oid else None)
+    h = expected.stream()
     try:
         with open(src, "rb") as fin, open(part, "wb") as fout:
             while data := fin.read(CHUNK):
@@ -145,7 +145,7 @@ class HttpFetcher:
                                      "check the source; rerun to resume from the partial download") from None
                 time.sleep(why.wait if why.wait is not None else min(8.0, BACKOFF_S * 2 ** (failures - 1)))
                 if why.restart:
-                    h = StreamHash(expected.size if expected.git_oid else None)
+                    h = expected.stream()
                     os.truncate(part, 0)
                 continue
             if done:

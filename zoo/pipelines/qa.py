@@ -70,9 +70,10 @@ class QuestionAnswering(Pipeline):
         """The encodings of every window of ``context`` (question first, then a slice of the context)."""
         max_seq_len = min(max_seq_len, self.config.max_positions)
         tok = self.tokenizer
-        q_ids = tok.encode(question, add_special_tokens=False).ids
+        q_enc = tok.encode(question, add_special_tokens=False)
+        q_ids = q_enc.ids
         if len(q_ids) > max_question_len:
-            question = question[:tok.encode(question, add_special_tokens=False).offsets[max_question_len - 1][1]]
+            question = question[:q_enc.offsets[max_question_len - 1][1]]
             q_ids = q_ids[:max_question_len]
         room = max_seq_len - len(q_ids) - 3
         if room < 2:

@@ -33,10 +33,17 @@ class BenchResult:
         return asdict(self)
 
 
-def sample_inputs(vocab: int, batch: int, seq: int, seed: int = 0) -> dict[str, np.ndarray]:
+def sample_inputs(vocab: int, batch: int, seq: int, seed: int = 0, pairs: bool = False) -> dict[str, np.ndarray]:
+    """Random token ids; with ``pairs`` the second half of each row is segment 1 and the last row of a batch
+    is half padding, as question/context batches are."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(1000 if vocab > 2000 else 0, vocab, size=(batch, seq))
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    mask, types = np.ones_like(ids), np.zeros_like(ids)
+    if pairs:
+        types[:, seq // 2:] = 1
+        if batch > 1:
+            mask[-1, seq // 2:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
 def time_runs(fn: Callable[[], object], runs: int, warmup: int = 3) -> list[float]:

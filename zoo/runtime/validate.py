@@ -56,22 +56,10 @@ def tolerance(model: BertModel, ref: dict[str, np.ndarray]) -> float:
     return 1e-4 * scale
 
 
-def _inputs(vocab: int, batch: int, seq: int, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(1000 if vocab > 2000 else 0, vocab, size=(batch, seq))
-    mask = np.ones_like(ids)
-    if batch > 1:
-        mask[-1, seq // 2:] = 0
-    types = (np.arange(seq)[None] >= seq // 2).astype(np.int64).repeat(batch, 0)
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-
-
 def cpu_summary() -> str:
     from zoo.runtime import _kernels
 
-    feats = _kernels.features() if hasattr(_kernels, "features") else {}
-    flags = [k for k, v in dict(feats).items() if v] if isinstance(feats, dict) else [str(feats)]
-    return ",".join(flags) or "generic"
+    return ",".join(k for k, v in _kernels.features().items() if v) or "generic"
 
 
 def _cause(threads: int, model: BertModel) -> str:
@@ -94,19 +82,19 @@ def validate(name: str, model: BertModel, engine: Any, threads: int, runs: int =
     import time
 
     from zoo.convert.reference import forward
-    from zoo.runtime.bench import _ort_session, time_runs
+    from zoo.runtime.bench import _ort_session, sample_inputs, time_runs
     from zoo.runtime.engine import OnnxRuntimeEngine, encoder_density
 
     started = time.perf_counter()
     cfg = model.config
     worst, tol = 0.0, float("inf")
     for seed, (batch, seq) in enumerate(((1, 16), (2, 48))):
-        feed = _inputs(cfg.vocab_size, batch, min(seq, cfg.max_positions), seed)
+        feed = sample_inputs(cfg.vocab_size, batch, min(seq, cfg.max_positions), seed, pairs=True)
         ref = forward(model, **feed)
         out = engine(**feed)
         tol = min(tol, tolerance(model, ref))
         worst = max(worst, *(float(np.abs(out[k] - ref[k]).max()) for k in ref))
-    feed = _inputs(cfg.vocab_size, 1, min(128, cfg.max_positions), 7)
+    feed = sample_inputs(cfg.vocab_size, 1, min(128, cfg.max_positions), 7, pairs=True)
     p50 = statistics.median(time_runs(lambda: engine(**feed), runs))
     if isinstance(engine, OnnxRuntimeEngine):
         ort_p50 = statistics.median(time_runs(lambda: engine.session.run(None, feed), runs))
