@@ -178,3 +178,61 @@ def test_auto_backend_follows_density(repos) -> None:  # noqa: ANN001
 
     with pytest.raises(ZooError, match="unknown backend"):
         compile(dense, backend="gpu")
+
+
+@pytest.mark.parametrize("tokens", [100, 37, 256])
+def test_int8_token_tiles_give_identical_sums(tokens: int) -> None:
+    """Every token-tile width (128/64/32-token bodies and the masked tail) and the portable body agree exactly."""
+    rng = np.random.default_rng(3)
+    w8 = prune(rng.integers(-128, 128, size=(40, 96)).astype(np.float32), 70, "block4").astype(np.int8)
+    from zoo.convert.bert import Linear, QParams
+
+    lin = Linear("l", w8.astype(np.float32) * 0.02, rng.standard_normal(40).astype(np.float32), QParams(0.02, 0, -128, 127), w8,
+                 QParams(0.04, 7, 0, 255))
+    a = pack_linear(lin, threads=2).arrays
+    x8 = rng.integers(0, 256, size=(24, tokens, 4)).astype(np.uint8)
+    outs = []
+    for generic, tile in ((0, 128), (0, 64), (0, 32), (0, 16), (1, 0)):
+        y = np.full((40, tokens), np.nan, np.float32)
+        _kernels.spmm_i8(a["indptr"].ctypes.data, a["groups"].ctypes.data, a["wpk"].ctypes.data, a["scale"].ctypes.data,
+                         a["offset"].ctypes.data, x8.ctypes.data, y.ctypes.data, 40, tokens, 2, generic, 0, tile)
+        outs.append(y)
+    sums = w8.astype(np.int64) @ x8.transpose(0, 2, 1).reshape(96, tokens).astype(np.int64)
+    expected = sums * np.float32(0.04 * 0.02) + a["offset"][:, None]
+    for y in outs:
+        assert not np.isnan(y).any()
+        assert np.allclose(y, expected, rtol=1e-5, atol=1e-4)
+        assert np.allclose(y, outs[0], rtol=1e-6, atol=1e-6)
+
+
+def test_gelu_epilogue_and_kernel_match_reference() -> None:
+    """The fused GELU (Linear epilogue) and the standalone kernel follow the reference erf GELU to ~1e-6."""
+    from zoo.convert.reference import gelu
+    from zoo.runtime.pack import Workspace
+
+    x = np.concatenate([np.linspace(-12, 12, 4001, dtype=np.float32), np.float32([0.0, -0.0, 1e-8, -1e-8, 40.0, -40.0])])
+    y = x.copy()
+    _kernels.gelu(y.ctypes.data, y.size, 2)
+    assert np.abs(y - gelu(x)).max() < 2e-6
+    rng = np.random.default_rng(4)
+    w = prune(rng.standard_normal((48, 64)).astype(np.float32), 80, "unstructured")
+    xin = rng.standard_normal((64, 45)).astype(np.float32) * 3
+    for kind in ("csr", "dense"):
+        p = pack("w", w if kind == "csr" else rng.standard_normal((48, 64)).astype(np.float32), np.ones(48, np.float32), 2, kinds=(kind,))
+        plain = p(xin, Workspace()).copy()
+        fused = p(xin, Workspace(), gelu=True)
+        assert np.abs(fused - gelu(plain)).max() < 1e-5
+
+
+@pytest.mark.parametrize("tokens", [1, 19, 128])
+def test_layernorm_kernel_adds_residual_and_normalizes_features(tokens: int) -> None:
+    from zoo.convert.bert import LayerNorm
+    from zoo.convert.reference import layer_norm
+    from zoo.runtime.engine import layer_norm_ft
+
+    rng = np.random.default_rng(5)
+    x, r = (rng.standard_normal((72, tokens)).astype(np.float32) * 4 + 1 for _ in range(2))
+    ln = LayerNorm(rng.standard_normal(72).astype(np.float32), rng.standard_normal(72).astype(np.float32), 1e-12)
+    expected = layer_norm((x + r).T, ln).T
+    assert np.abs(layer_norm_ft(x.copy(), r, ln, 2) - expected).max() < 1e-5
+    assert np.abs(layer_norm_ft(x + r, None, ln, 2) - expected).max() < 1e-5

@@ -29,151 +29,6 @@
 
 static int has_avx512 = 0, has_vnni = 0;
 
-/* ------------------------------------------------------------------ fp32 CSR (portable) */
-static void csr_f32_row_generic(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
-                                int64_t T, float *y, float bias) {
-    for (int64_t t = 0; t < T; t++) y[t] = bias;
-    for (int64_t k = a; k < b; k++) {
-        const float w = vals[k];
-        const float *x = X + (int64_t)cols[k] * ldx;
-        for (int64_t t = 0; t < T; t++) y[t] += w * x[t];
-    }
-}
-
-#if ZOO_X86
-__attribute__((target("avx512f")))
-static void csr_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
-                               int64_t T, float *y, float bias) {
-    int64_t t0 = 0;
-    for (; t0 + TILE <= T; t0 += TILE) {
-        __m512 c0 = _mm512_set1_ps(bias), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
-        for (int64_t k = a; k < b; k++) {
-            const __m512 w = _mm512_set1_ps(vals[k]);
-            const float *x = X + (int64_t)cols[k] * ldx + t0;
-            c0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x), c0);
-            c1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 16), c1);
-            c2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 32), c2);
-            c3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 48), c3);
-            c4 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 64), c4);
-            c5 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 80), c5);
-            c6 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 96), c6);
-            c7 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 112), c7);
-        }
-        float *o = y + t0;
-        _mm512_storeu_ps(o, c0); _mm512_storeu_ps(o + 16, c1); _mm512_storeu_ps(o + 32, c2); _mm512_storeu_ps(o + 48, c3);
-        _mm512_storeu_ps(o + 64, c4); _mm512_storeu_ps(o + 80, c5); _mm512_storeu_ps(o + 96, c6); _mm512_storeu_ps(o + 112, c7);
-    }
-    for (; t0 + 64 <= T; t0 += 64) {
-        __m512 c0 = _mm512_set1_ps(bias), c1 = c0, c2 = c0, c3 = c0;
-        for (int64_t k = a; k < b; k++) {
-            const __m512 w = _mm512_set1_ps(vals[k]);
-            const float *x = X + (int64_t)cols[k] * ldx + t0;
-            c0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x), c0);
-            c1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 16), c1);
-            c2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 32), c2);
-            c3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 48), c3);
-        }
-        _mm512_storeu_ps(y + t0, c0); _mm512_storeu_ps(y + t0 + 16, c1); _mm512_storeu_ps(y + t0 + 32, c2); _mm512_storeu_ps(y + t0 + 48, c3);
-    }
-    for (; t0 < T; t0 += 16) {  /* tail: one (masked) vector at a time */
-        const int64_t n = T - t0 < 16 ? T - t0 : 16;
-        const __mmask16 m = (__mmask16)((1u << n) - 1u);
-        __m512 c = _mm512_set1_ps(bias);
-        for (int64_t k = a; k < b; k++)
-            c = _mm512_fmadd_ps(_mm512_set1_ps(vals[k]), _mm512_maskz_loadu_ps(m, X + (int64_t)cols[k] * ldx + t0), c);
-        _mm512_mask_storeu_ps(y + t0, m, c);
-    }
-}
-
-/* block-4 CSR: each block = 4 weights on input features c..c+3 */
-__attribute__((target("avx512f")))
-static void b4_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
-                              int64_t T, float *y, float bias) {
-    int64_t t0 = 0;
-    for (; t0 + TILE <= T; t0 += TILE) {
-        __m512 c[8];
-        for (int i = 0; i < 8; i++) c[i] = _mm512_set1_ps(bias);
-        for (int64_t k = a; k < b; k++) {
-            const float *x = X + (int64_t)cols[k] * ldx + t0;
-            const float *w4 = vals + 4 * k;
-            const __m512 w0 = _mm512_set1_ps(w4[0]), w1 = _mm512_set1_ps(w4[1]), w2 = _mm512_set1_ps(w4[2]), w3 = _mm512_set1_ps(w4[3]);
-#pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) {
-                __m512 s = _mm512_mul_ps(w0, _mm512_loadu_ps(x + 16 * i));
-                s = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + ldx + 16 * i), s);
-                s = _mm512_fmadd_ps(w2, _mm512_loadu_ps(x + 2 * ldx + 16 * i), s);
-                s = _mm512_fmadd_ps(w3, _mm512_loadu_ps(x + 3 * ldx + 16 * i), s);
-                c[i] = _mm512_add_ps(c[i], s);
-            }
-        }
-        for (int i = 0; i < 8; i++) _mm512_storeu_ps(y + t0 + 16 * i, c[i]);
-    }
-    for (; t0 < T; t0 += 16) {
-        const int64_t n = T - t0 < 16 ? T - t0 : 16;
-        const __mmask16 m = (__mmask16)((1u << n) - 1u);
-        __m512 c = _mm512_set1_ps(bias);
-        for (int64_t k = a; k < b; k++) {
-            const float *x = X + (int64_t)cols[k] * ldx + t0;
-            for (int j = 0; j < 4; j++)
-                c = _mm512_fmadd_ps(_mm512_set1_ps(vals[4 * k + j]), _mm512_maskz_loadu_ps(m, x + j * ldx), c);
-        }
-        _mm512_mask_storeu_ps(y + t0, m, c);
-    }
-}
-
-/* int8 block-4: X8 is uint8 [in/4][T][4]; each block weight is 4 int8 packed in an int32 */
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void b4_i8_row_vnni(const int32_t *wpk, const int32_t *groups, int64_t a, int64_t b, const uint8_t *X8, int64_t T,
-                           float *y, float scale, float offset) {
-    int64_t t0 = 0;
-    const __m512 vs = _mm512_set1_ps(scale), vo = _mm512_set1_ps(offset);
-    for (; t0 + TILE <= T; t0 += TILE) {
-        __m512i c[8];
-        for (int i = 0; i < 8; i++) c[i] = _mm512_setzero_si512();
-        for (int64_t k = a; k < b; k++) {
-            const __m512i w = _mm512_set1_epi32(wpk[k]);
-            const uint8_t *x = X8 + ((int64_t)groups[k] * T + t0) * 4;
-#pragma GCC unroll 8
-            for (int i = 0; i < 8; i++) c[i] = _mm512_dpbusd_epi32(c[i], _mm512_loadu_si512((const void *)(x + 64 * i)), w);
-        }
-        for (int i = 0; i < 8; i++) _mm512_storeu_ps(y + t0 + 16 * i, _mm512_fmadd_ps(_mm512_cvtepi32_ps(c[i]), vs, vo));
-    }
-    for (; t0 < T; t0 += 16) {
-        const int64_t n = T - t0 < 16 ? T - t0 : 16;
-        const __mmask16 m = (__mmask16)((1u << n) - 1u);
-        __m512i c = _mm512_setzero_si512();
-        for (int64_t k = a; k < b; k++)
-            c = _mm512_dpbusd_epi32(c, _mm512_maskz_loadu_epi32(m, (const void *)(X8 + ((int64_t)groups[k] * T + t0) * 4)),
-                                    _mm512_set1_epi32(wpk[k]));
-        _mm512_mask_storeu_ps(y + t0, m, _mm512_fmadd_ps(_mm512_cvtepi32_ps(c), vs, vo));
-    }
-}
-#endif
-
-static void b4_f32_row_generic(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
-                               int64_t T, float *y, float bias) {
-    for (int64_t t = 0; t < T; t++) y[t] = bias;
-    for (int64_t k = a; k < b; k++)
-        for (int j = 0; j < 4; j++) {
-            const float w = vals[4 * k + j];
-            const float *x = X + ((int64_t)cols[k] + j) * ldx;
-            for (int64_t t = 0; t < T; t++) y[t] += w * x[t];
-        }
-}
-
-static void b4_i8_row_generic(const int32_t *wpk, const int32_t *groups, int64_t a, int64_t b, const uint8_t *X8, int64_t T,
-                              float *y, float scale, float offset) {
-    for (int64_t t = 0; t < T; t++) {
-        int32_t acc = 0;
-        for (int64_t k = a; k < b; k++) {
-            const int8_t *w = (const int8_t *)&wpk[k];
-            const uint8_t *x = X8 + ((int64_t)groups[k] * T + t) * 4;
-            acc += (int32_t)x[0] * w[0] + (int32_t)x[1] * w[1] + (int32_t)x[2] * w[2] + (int32_t)x[3] * w[3];
-        }
-        y[t] = (float)acc * scale + offset;
-    }
-}
-
 /* ------------------------------------------------------------------ elementwise */
 /* exp for x <= 0 (range-reduced, degree-6 polynomial, ~1e-7 relative) written so compilers vectorize it */
 static inline float exp_neg(float x) {
@@ -197,34 +52,277 @@ static inline float erf_approx(float x) {
     return x < 0 ? -y : y;
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void gelu_span(float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        const float v = x[i];
-        x[i] = 0.5f * v * (1.0f + erf_approx(v * 0.70710678118654752f));
+static inline float gelu1(float v) { return 0.5f * v * (1.0f + erf_approx(v * 0.70710678118654752f)); }
+
+#if ZOO_X86
+static inline __mmask16 tail_mask(int64_t remaining) {
+    return remaining >= 16 ? (__mmask16)0xFFFF : remaining <= 0 ? (__mmask16)0 : (__mmask16)((1u << remaining) - 1u);
+}
+
+/* 4 rows x 64 columns of Y per step: 16 accumulators, 4 broadcasts and 4 loads feed 16 FMAs */
+__attribute__((target("avx512f")))
+static void gemm_rows_avx512(const float *A, int64_t ars, int64_t aks, const float *B, int64_t ldb, float *Y, int64_t ldy,
+                             int64_t R, int64_t Kd, int64_t N) {
+    for (int64_t n0 = 0; n0 < N; n0 += 64) {
+        const __mmask16 m0 = tail_mask(N - n0), m1 = tail_mask(N - n0 - 16), m2 = tail_mask(N - n0 - 32), m3 = tail_mask(N - n0 - 48);
+        for (int64_t r0 = 0; r0 < R; r0 += 4) {
+            const float *a0 = A + r0 * ars;  /* rows past R repeat the last row and are not stored */
+            const float *a1 = A + (r0 + 1 < R ? r0 + 1 : R - 1) * ars, *a2 = A + (r0 + 2 < R ? r0 + 2 : R - 1) * ars;
+            const float *a3 = A + (r0 + 3 < R ? r0 + 3 : R - 1) * ars;
+            __m512 c00 = _mm512_setzero_ps(), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+            __m512 c20 = c00, c21 = c00, c22 = c00, c23 = c00, c30 = c00, c31 = c00, c32 = c00, c33 = c00;
+            for (int64_t k = 0; k < Kd; k++) {
+                const float *b = B + k * ldb + n0;
+                const __m512 b0 = _mm512_maskz_loadu_ps(m0, b), b1 = _mm512_maskz_loadu_ps(m1, b + 16);
+                const __m512 b2 = _mm512_maskz_loadu_ps(m2, b + 32), b3 = _mm512_maskz_loadu_ps(m3, b + 48);
+                __m512 w = _mm512_set1_ps(a0[k * aks]);
+                c00 = _mm512_fmadd_ps(w, b0, c00); c01 = _mm512_fmadd_ps(w, b1, c01); c02 = _mm512_fmadd_ps(w, b2, c02); c03 = _mm512_fmadd_ps(w, b3, c03);
+                w = _mm512_set1_ps(a1[k * aks]);
+                c10 = _mm512_fmadd_ps(w, b0, c10); c11 = _mm512_fmadd_ps(w, b1, c11); c12 = _mm512_fmadd_ps(w, b2, c12); c13 = _mm512_fmadd_ps(w, b3, c13);
+                w = _mm512_set1_ps(a2[k * aks]);
+                c20 = _mm512_fmadd_ps(w, b0, c20); c21 = _mm512_fmadd_ps(w, b1, c21); c22 = _mm512_fmadd_ps(w, b2, c22); c23 = _mm512_fmadd_ps(w, b3, c23);
+                w = _mm512_set1_ps(a3[k * aks]);
+                c30 = _mm512_fmadd_ps(w, b0, c30); c31 = _mm512_fmadd_ps(w, b1, c31); c32 = _mm512_fmadd_ps(w, b2, c32); c33 = _mm512_fmadd_ps(w, b3, c33);
+            }
+            float *y = Y + r0 * ldy + n0;
+            _mm512_mask_storeu_ps(y, m0, c00); _mm512_mask_storeu_ps(y + 16, m1, c01); _mm512_mask_storeu_ps(y + 32, m2, c02); _mm512_mask_storeu_ps(y + 48, m3, c03);
+            if (r0 + 1 >= R) continue;
+            y += ldy;
+            _mm512_mask_storeu_ps(y, m0, c10); _mm512_mask_storeu_ps(y + 16, m1, c11); _mm512_mask_storeu_ps(y + 32, m2, c12); _mm512_mask_storeu_ps(y + 48, m3, c13);
+            if (r0 + 2 >= R) continue;
+            y += ldy;
+            _mm512_mask_storeu_ps(y, m0, c20); _mm512_mask_storeu_ps(y + 16, m1, c21); _mm512_mask_storeu_ps(y + 32, m2, c22); _mm512_mask_storeu_ps(y + 48, m3, c23);
+            if (r0 + 3 >= R) continue;
+            y += ldy;
+            _mm512_mask_storeu_ps(y, m0, c30); _mm512_mask_storeu_ps(y + 16, m1, c31); _mm512_mask_storeu_ps(y + 32, m2, c32); _mm512_mask_storeu_ps(y + 48, m3, c33);
+        }
     }
 }
 
-/* softmax over rows of n with an additive per-column mask; scale applied first */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void softmax_row(float *s, const float *mask, int64_t n, float scale) {
-    float mx = -3.0e38f;
-    for (int64_t i = 0; i < n; i++) { s[i] = s[i] * scale + mask[i]; mx = s[i] > mx ? s[i] : mx; }
-    float sum = 0.0f;
-    for (int64_t i = 0; i < n; i++) { s[i] = exp_neg(s[i] - mx); sum += s[i]; }
-    const float inv = 1.0f / sum;
-    for (int64_t i = 0; i < n; i++) s[i] *= inv;
+/* exp(x) for x <= ~0: the scalar exp_neg's range reduction and polynomial, 16 lanes, 2^k applied by scalef */
+__attribute__((target("avx512f")))
+static inline __m512 exp_neg16(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, k);
 }
 
-/* X float [F][T] -> uint8 [F/4][T][4], q = clamp(round_half_even(x / s) + zp, 0, 255) */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static void quant_group(const float *X, uint8_t *out, int64_t g, int64_t T, float s, float zp) {
-    for (int64_t t = 0; t < T; t++)
-        for (int j = 0; j < 4; j++) {
-            float q = nearbyintf(X[(4 * g + j) * T + t] / s) + zp;
-            q = q < 0.0f ? 0.0f : (q > 255.0f ? 255.0f : q);
-            out[(g * T + t) * 4 + j] = (uint8_t)q;
+/* GELU on 16 lanes: erf_approx with 1 / (1 + z/2) from rcp14 plus one Newton step (relative error ~1e-8) */
+__attribute__((target("avx512f")))
+static inline __m512 gelu16(__m512 v) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512 x = _mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f));
+    const __m512 z = _mm512_abs_ps(x);
+    const __m512 den = _mm512_fmadd_ps(z, _mm512_set1_ps(0.5f), one);
+    __m512 t = _mm512_rcp14_ps(den);
+    t = _mm512_mul_ps(t, _mm512_fnmadd_ps(den, t, _mm512_set1_ps(2.0f)));
+    __m512 p = _mm512_set1_ps(0.17087277f);
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.82215223f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.48851587f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.13520398f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.27886807f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.18628806f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.09678418f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.37409196f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.00002368f));
+    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.26551223f));
+    p = _mm512_fnmadd_ps(z, z, p);
+    const __m512 y = _mm512_fnmadd_ps(t, exp_neg16(p), one);
+    const __m512 erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y),
+        _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)0x80000000u))));
+    return _mm512_mul_ps(_mm512_mul_ps(v, _mm512_set1_ps(0.5f)), _mm512_add_ps(one, erf));
+}
+
+/* the epilogue of every Linear kernel: optional GELU */
+__attribute__((target("avx512f")))
+static inline __m512 act16(__m512 v, int act) { return act ? gelu16(v) : v; }
+#endif
+
+/* ------------------------------------------------------------------ fp32 CSR (portable) */
+static void csr_f32_row_generic(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
+                                int64_t T, float *y, float bias, int act) {
+    for (int64_t t = 0; t < T; t++) y[t] = bias;
+    for (int64_t k = a; k < b; k++) {
+        const float w = vals[k];
+        const float *x = X + (int64_t)cols[k] * ldx;
+        for (int64_t t = 0; t < T; t++) y[t] += w * x[t];
+    }
+    if (act) for (int64_t t = 0; t < T; t++) y[t] = gelu1(y[t]);
+}
+
+#if ZOO_X86
+__attribute__((target("avx512f")))
+static void csr_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
+                               int64_t T, float *y, float bias, int act) {
+    int64_t t0 = 0;
+    for (; t0 + TILE <= T; t0 += TILE) {
+        __m512 c0 = _mm512_set1_ps(bias), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+        for (int64_t k = a; k < b; k++) {
+            const __m512 w = _mm512_set1_ps(vals[k]);
+            const float *x = X + (int64_t)cols[k] * ldx + t0;
+            c0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x), c0);
+            c1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 16), c1);
+            c2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 32), c2);
+            c3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 48), c3);
+            c4 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 64), c4);
+            c5 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 80), c5);
+            c6 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 96), c6);
+            c7 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 112), c7);
         }
+        float *o = y + t0;
+        _mm512_storeu_ps(o, act16(c0, act)); _mm512_storeu_ps(o + 16, act16(c1, act)); _mm512_storeu_ps(o + 32, act16(c2, act));
+        _mm512_storeu_ps(o + 48, act16(c3, act)); _mm512_storeu_ps(o + 64, act16(c4, act)); _mm512_storeu_ps(o + 80, act16(c5, act));
+        _mm512_storeu_ps(o + 96, act16(c6, act)); _mm512_storeu_ps(o + 112, act16(c7, act));
+    }
+    for (; t0 + 64 <= T; t0 += 64) {
+        __m512 c0 = _mm512_set1_ps(bias), c1 = c0, c2 = c0, c3 = c0;
+        for (int64_t k = a; k < b; k++) {
+            const __m512 w = _mm512_set1_ps(vals[k]);
+            const float *x = X + (int64_t)cols[k] * ldx + t0;
+            c0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x), c0);
+            c1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 16), c1);
+            c2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 32), c2);
+            c3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(x + 48), c3);
+        }
+        _mm512_storeu_ps(y + t0, act16(c0, act)); _mm512_storeu_ps(y + t0 + 16, act16(c1, act));
+        _mm512_storeu_ps(y + t0 + 32, act16(c2, act)); _mm512_storeu_ps(y + t0 + 48, act16(c3, act));
+    }
+    for (; t0 < T; t0 += 16) {  /* tail: one (masked) vector at a time */
+        const int64_t n = T - t0 < 16 ? T - t0 : 16;
+        const __mmask16 m = (__mmask16)((1u << n) - 1u);
+        __m512 c = _mm512_set1_ps(bias);
+        for (int64_t k = a; k < b; k++)
+            c = _mm512_fmadd_ps(_mm512_set1_ps(vals[k]), _mm512_maskz_loadu_ps(m, X + (int64_t)cols[k] * ldx + t0), c);
+        _mm512_mask_storeu_ps(y + t0, m, act16(c, act));
+    }
+}
+
+/* block-4 CSR: each block = 4 weights on input features c..c+3 */
+__attribute__((target("avx512f")))
+static void b4_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
+                              int64_t T, float *y, float bias, int act) {
+    int64_t t0 = 0;
+    for (; t0 + TILE <= T; t0 += TILE) {
+        __m512 c[8];
+        for (int i = 0; i < 8; i++) c[i] = _mm512_set1_ps(bias);
+        for (int64_t k = a; k < b; k++) {
+            const float *x = X + (int64_t)cols[k] * ldx + t0;
+            const float *w4 = vals + 4 * k;
+            const __m512 w0 = _mm512_set1_ps(w4[0]), w1 = _mm512_set1_ps(w4[1]), w2 = _mm512_set1_ps(w4[2]), w3 = _mm512_set1_ps(w4[3]);
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) {
+                __m512 s = _mm512_mul_ps(w0, _mm512_loadu_ps(x + 16 * i));
+                s = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + ldx + 16 * i), s);
+                s = _mm512_fmadd_ps(w2, _mm512_loadu_ps(x + 2 * ldx + 16 * i), s);
+                s = _mm512_fmadd_ps(w3, _mm512_loadu_ps(x + 3 * ldx + 16 * i), s);
+                c[i] = _mm512_add_ps(c[i], s);
+            }
+        }
+        for (int i = 0; i < 8; i++) _mm512_storeu_ps(y + t0 + 16 * i, act16(c[i], act));
+    }
+    for (; t0 < T; t0 += 16) {
+        const int64_t n = T - t0 < 16 ? T - t0 : 16;
+        const __mmask16 m = (__mmask16)((1u << n) - 1u);
+        __m512 c = _mm512_set1_ps(bias);
+        for (int64_t k = a; k < b; k++) {
+            const float *x = X + (int64_t)cols[k] * ldx + t0;
+            for (int j = 0; j < 4; j++)
+                c = _mm512_fmadd_ps(_mm512_set1_ps(vals[4 * k + j]), _mm512_maskz_loadu_ps(m, x + j * ldx), c);
+        }
+        _mm512_mask_storeu_ps(y + t0, m, act16(c, act));
+    }
+}
+
+/* int8 block-4: X8 is uint8 [in/4][ldx][4] (offset to the first token); each block weight is 4 int8 packed in an
+ * int32. A 64-token step keeps two accumulator sets (even/odd blocks) and a 32-token step four, so that several
+ * independent vpdpbusd chains are always in flight. */
+#define I8_STORE(i, acc) _mm512_storeu_ps(y + t0 + 16 * (i), act16(_mm512_fmadd_ps(_mm512_cvtepi32_ps(acc), vs, vo), act))
+#define I8_X(k) (X8 + ((int64_t)groups[k] * ldx + t0) * 4)
+#define DP(acc, k, i) acc = _mm512_dpbusd_epi32(acc, _mm512_loadu_si512((const void *)(I8_X(k) + 64 * (i))), _mm512_set1_epi32(wpk[k]))
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void b4_i8_row_vnni(const int32_t *wpk, const int32_t *groups, int64_t a, int64_t b, const uint8_t *X8, int64_t ldx,
+                           int64_t T, float *y, float scale, float offset, int act) {
+    int64_t t0 = 0;
+    const __m512 vs = _mm512_set1_ps(scale), vo = _mm512_set1_ps(offset);
+    for (; t0 + TILE <= T; t0 += TILE) {
+        __m512i c[8];
+        for (int i = 0; i < 8; i++) c[i] = _mm512_setzero_si512();
+        for (int64_t k = a; k < b; k++) {
+            const __m512i w = _mm512_set1_epi32(wpk[k]);
+            const uint8_t *x = I8_X(k);
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++) c[i] = _mm512_dpbusd_epi32(c[i], _mm512_loadu_si512((const void *)(x + 64 * i)), w);
+        }
+        for (int i = 0; i < 8; i++) I8_STORE(i, c[i]);
+    }
+    for (; t0 + 64 <= T; t0 += 64) {
+        __m512i p0 = _mm512_setzero_si512(), p1 = p0, p2 = p0, p3 = p0, q0 = p0, q1 = p0, q2 = p0, q3 = p0;
+        int64_t k = a;
+        for (; k + 1 < b; k += 2) {
+            DP(p0, k, 0); DP(p1, k, 1); DP(p2, k, 2); DP(p3, k, 3);
+            DP(q0, k + 1, 0); DP(q1, k + 1, 1); DP(q2, k + 1, 2); DP(q3, k + 1, 3);
+        }
+        if (k < b) { DP(p0, k, 0); DP(p1, k, 1); DP(p2, k, 2); DP(p3, k, 3); }
+        I8_STORE(0, _mm512_add_epi32(p0, q0)); I8_STORE(1, _mm512_add_epi32(p1, q1));
+        I8_STORE(2, _mm512_add_epi32(p2, q2)); I8_STORE(3, _mm512_add_epi32(p3, q3));
+    }
+    for (; t0 + 32 <= T; t0 += 32) {
+        __m512i p0 = _mm512_setzero_si512(), p1 = p0, q0 = p0, q1 = p0, r0 = p0, r1 = p0, s0 = p0, s1 = p0;
+        int64_t k = a;
+        for (; k + 3 < b; k += 4) {
+            DP(p0, k, 0); DP(p1, k, 1); DP(q0, k + 1, 0); DP(q1, k + 1, 1);
+            DP(r0, k + 2, 0); DP(r1, k + 2, 1); DP(s0, k + 3, 0); DP(s1, k + 3, 1);
+        }
+        for (; k < b; k++) { DP(p0, k, 0); DP(p1, k, 1); }
+        I8_STORE(0, _mm512_add_epi32(_mm512_add_epi32(p0, q0), _mm512_add_epi32(r0, s0)));
+        I8_STORE(1, _mm512_add_epi32(_mm512_add_epi32(p1, q1), _mm512_add_epi32(r1, s1)));
+    }
+    for (; t0 < T; t0 += 16) {
+        const int64_t n = T - t0 < 16 ? T - t0 : 16;
+        const __mmask16 m = (__mmask16)((1u << n) - 1u);
+        __m512i c = _mm512_setzero_si512();
+        for (int64_t k = a; k < b; k++)
+            c = _mm512_dpbusd_epi32(c, _mm512_maskz_loadu_epi32(m, (const void *)I8_X(k)), _mm512_set1_epi32(wpk[k]));
+        _mm512_mask_storeu_ps(y + t0, m, act16(_mm512_fmadd_ps(_mm512_cvtepi32_ps(c), vs, vo), act));
+    }
+}
+#undef DP
+#undef I8_X
+#undef I8_STORE
+#endif
+
+static void b4_f32_row_generic(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
+                               int64_t T, float *y, float bias, int act) {
+    for (int64_t t = 0; t < T; t++) y[t] = bias;
+    for (int64_t k = a; k < b; k++)
+        for (int j = 0; j < 4; j++) {
+            const float w = vals[4 * k + j];
+            const float *x = X + ((int64_t)cols[k] + j) * ldx;
+            for (int64_t t = 0; t < T; t++) y[t] += w * x[t];
+        }
+    if (act) for (int64_t t = 0; t < T; t++) y[t] = gelu1(y[t]);
+}
+
+static void b4_i8_row_generic(const int32_t *wpk, const int32_t *groups, int64_t a, int64_t b, const uint8_t *X8, int64_t ldx,
+                              int64_t T, float *y, float scale, float offset, int act) {
+    for (int64_t t = 0; t < T; t++) {
+        int32_t acc = 0;
+        for (int64_t k = a; k < b; k++) {
+            const int8_t *w = (const int8_t *)&wpk[k];
+            const uint8_t *x = X8 + ((int64_t)groups[k] * ldx + t) * 4;
+            acc += (int32_t)x[0] * w[0] + (int32_t)x[1] * w[1] + (int32_t)x[2] * w[2] + (int32_t)x[3] * w[3];
+        }
+        y[t] = act ? gelu1((float)acc * scale + offset) : (float)acc * scale + offset;
+    }
 }
 
 /* ------------------------------------------------------------------ Python glue: raw pointers from numpy */
@@ -239,47 +337,77 @@ static void set_threads(int threads) {
 }
 
 /* ------------------------------------------------------------------ attention */
-/* y[0:len] = sum_c w[c * ws] * X[c * ldx + 0:len]  (a dense "row" product: scores rows and context rows) */
-static void dense_row_generic(const float *w, int64_t ws, int64_t n, const float *X, int64_t ldx, int64_t len, float *y) {
-    for (int64_t t = 0; t < len; t++) y[t] = 0.0f;
-    for (int64_t c = 0; c < n; c++) {
-        const float wc = w[c * ws];
-        const float *x = X + c * ldx;
-        for (int64_t t = 0; t < len; t++) y[t] += wc * x[t];
+/* Y[r][0:n] = sum_k A(r, k) B[k][0:n] with A(r, k) = A[r * ars + k * aks]: the two attention products, written so
+ * one kernel serves both (scores^T = K^T Q and context = V P^T with P stored transposed). */
+static void gemm_rows_generic(const float *A, int64_t ars, int64_t aks, const float *B, int64_t ldb, float *Y, int64_t ldy,
+                              int64_t R, int64_t Kd, int64_t N) {
+    for (int64_t r = 0; r < R; r++) {
+        float *y = Y + r * ldy;
+        for (int64_t n = 0; n < N; n++) y[n] = 0.0f;
+        for (int64_t k = 0; k < Kd; k++) {
+            const float a = A[r * ars + k * aks];
+            const float *b = B + k * ldb;
+            for (int64_t n = 0; n < N; n++) y[n] += a * b[n];
+        }
+    }
+}
+
+/* softmax down the columns of P [R][N] (over r for every n), after P = P * scale + mask[r] */
+static void softmax_cols_generic(float *P, int64_t ldp, int64_t R, int64_t N, const float *mask, float scale) {
+    for (int64_t n = 0; n < N; n++) {
+        float mx = -3.0e38f, sum = 0.0f;
+        for (int64_t r = 0; r < R; r++) {
+            float *p = P + r * ldp + n;
+            *p = *p * scale + mask[r];
+            mx = *p > mx ? *p : mx;
+        }
+        for (int64_t r = 0; r < R; r++) { float *p = P + r * ldp + n; *p = exp_neg(*p - mx); sum += *p; }
+        const float inv = 1.0f / sum;
+        for (int64_t r = 0; r < R; r++) P[r * ldp + n] *= inv;
     }
 }
 
 #if ZOO_X86
 __attribute__((target("avx512f")))
-static void dense_row_avx512(const float *w, int64_t ws, int64_t n, const float *X, int64_t ldx, int64_t len, float *y) {
-    int64_t t0 = 0;
-    for (; t0 + 64 <= len; t0 += 64) {
-        __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
-        for (int64_t c = 0; c < n; c++) {
-            const __m512 wc = _mm512_set1_ps(w[c * ws]);
-            const float *x = X + c * ldx + t0;
-            c0 = _mm512_fmadd_ps(wc, _mm512_loadu_ps(x), c0);
-            c1 = _mm512_fmadd_ps(wc, _mm512_loadu_ps(x + 16), c1);
-            c2 = _mm512_fmadd_ps(wc, _mm512_loadu_ps(x + 32), c2);
-            c3 = _mm512_fmadd_ps(wc, _mm512_loadu_ps(x + 48), c3);
+static void softmax_cols_avx512(float *P, int64_t ldp, int64_t R, int64_t N, const float *mask, float scale) {
+    const __m512 vs = _mm512_set1_ps(scale);
+    for (int64_t n0 = 0; n0 < N; n0 += 16) {
+        const __mmask16 m = tail_mask(N - n0);
+        __m512 mx = _mm512_set1_ps(-3.0e38f), sum = _mm512_setzero_ps();
+        for (int64_t r = 0; r < R; r++) {
+            float *p = P + r * ldp + n0;
+            const __m512 v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, p), vs, _mm512_set1_ps(mask[r]));
+            _mm512_mask_storeu_ps(p, m, v);
+            mx = _mm512_max_ps(mx, v);
         }
-        _mm512_storeu_ps(y + t0, c0); _mm512_storeu_ps(y + t0 + 16, c1); _mm512_storeu_ps(y + t0 + 32, c2); _mm512_storeu_ps(y + t0 + 48, c3);
-    }
-    for (; t0 < len; t0 += 16) {
-        const int64_t r = len - t0 < 16 ? len - t0 : 16;
-        const __mmask16 m = (__mmask16)((1u << r) - 1u);
-        __m512 acc = _mm512_setzero_ps();
-        for (int64_t c = 0; c < n; c++) acc = _mm512_fmadd_ps(_mm512_set1_ps(w[c * ws]), _mm512_maskz_loadu_ps(m, X + c * ldx + t0), acc);
-        _mm512_mask_storeu_ps(y + t0, m, acc);
+        for (int64_t r = 0; r < R; r++) {
+            float *p = P + r * ldp + n0;
+            const __m512 e = exp_neg16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, p), mx));
+            _mm512_mask_storeu_ps(p, m, e);
+            sum = _mm512_add_ps(sum, e);
+        }
+        const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_mask_blend_ps(m, _mm512_set1_ps(1.0f), sum));
+        for (int64_t r = 0; r < R; r++) {
+            float *p = P + r * ldp + n0;
+            _mm512_mask_storeu_ps(p, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, p), inv));
+        }
     }
 }
 #endif
 
-static inline void dense_row(const float *w, int64_t ws, int64_t n, const float *X, int64_t ldx, int64_t len, float *y) {
+static void gemm_rows(const float *A, int64_t ars, int64_t aks, const float *B, int64_t ldb, float *Y, int64_t ldy,
+                      int64_t R, int64_t Kd, int64_t N) {
 #if ZOO_X86
-    if (has_avx512) { dense_row_avx512(w, ws, n, X, ldx, len, y); return; }
+    if (has_avx512) { gemm_rows_avx512(A, ars, aks, B, ldb, Y, ldy, R, Kd, N); return; }
 #endif
-    dense_row_generic(w, ws, n, X, ldx, len, y);
+    gemm_rows_generic(A, ars, aks, B, ldb, Y, ldy, R, Kd, N);
+}
+
+static void softmax_cols(float *P, int64_t ldp, int64_t R, int64_t N, const float *mask, float scale) {
+#if ZOO_X86
+    if (has_avx512) { softmax_cols_avx512(P, ldp, R, N, mask, scale); return; }
+#endif
+    softmax_cols_generic(P, ldp, R, N, mask, scale);
 }
 
 /* fake quantization (uint8 attention points); scale <= 0 means "not quantized" */
@@ -293,14 +421,19 @@ static void fake_quant(float *x, int64_t n, float scale, float zp) {
     }
 }
 
-/* copy a [d][S] block with row stride T into a packed [d][S] buffer, fake-quantizing it */
-static void gather_block(const float *src, int64_t T, int64_t d, int64_t S, float *dst, float scale, float zp) {
+/* a [d][S] block with row stride T: used in place when not quantized, else copied into dst and fake-quantized */
+static const float *head_block(const float *src, int64_t T, int64_t d, int64_t S, float *dst, float scale, float zp, int64_t *ld) {
+    if (scale <= 0.0f) { *ld = T; return src; }
     for (int64_t c = 0; c < d; c++) memcpy(dst + c * S, src + c * T, (size_t)S * sizeof(float));
     fake_quant(dst, d * S, scale, zp);
+    *ld = S;
+    return dst;
 }
 
 /* attention(qkv [3H][T], out [H][T], mask_add [B][S], B, S, heads, d, scale, qp (12 floats: scale/zp of q, k, scores,
- * probs, v, context; scale 0 = none), threads). T = B * S; one task per (sequence, head). */
+ * probs, v, context; scale 0 = none), threads). T = B * S; one task per (sequence, head).
+ * Scores are computed transposed, PT[j][i] = sum_c K[c][j] Q[c][i], so the softmax over keys runs down columns with
+ * tokens in vector lanes and the context ctx[c][:] = sum_j V[c][j] PT[j][:] needs no transpose. */
 static PyObject *py_attention(PyObject *self, PyObject *args) {
     Py_ssize_t qkv, out, mask, B, S, heads, d, qp_ptr; float scale; int threads;
     if (!PyArg_ParseTuple(args, "nnnnnnnfni", &qkv, &out, &mask, &B, &S, &heads, &d, &scale, &qp_ptr, &threads)) return NULL;
@@ -311,7 +444,7 @@ static PyObject *py_attention(PyObject *self, PyObject *args) {
     set_threads(threads);
 #pragma omp parallel
     {
-        float *buf = (float *)malloc((size_t)(3 * d * S + 2 * S * S) * sizeof(float));
+        float *buf = (float *)malloc((size_t)(3 * d * S + S * S) * sizeof(float));
         if (!buf) {
 #pragma omp atomic write
             failed = 1;
@@ -320,22 +453,20 @@ static PyObject *py_attention(PyObject *self, PyObject *args) {
         for (Py_ssize_t task = 0; task < B * heads; task++) {
             if (!buf) continue;
             const int64_t b = task / heads, h = task % heads;
-            float *Q = buf, *Kb = buf + d * S, *V = buf + 2 * d * S, *P = buf + 3 * d * S, *PT = P + S * S;
+            float *PT = buf + 3 * d * S;
             const float *base = PTR(const float *, qkv) + b * S;
-            gather_block(base + (h * d) * T, T, d, S, Q, qp[0], qp[1]);
-            gather_block(base + (H + h * d) * T, T, d, S, Kb, qp[2], qp[3]);
-            gather_block(base + (2 * H + h * d) * T, T, d, S, V, qp[8], qp[9]);
-            for (int64_t i = 0; i < S; i++) dense_row(Q + i, S, d, Kb, S, S, P + i * S);  /* P[i][:] = sum_c Q[c][i] K[c][:] */
-            fake_quant(P, S * S, qp[4], qp[5]);
-            for (int64_t i = 0; i < S; i++) softmax_row(P + i * S, PTR(const float *, mask) + b * S, S, scale);
-            fake_quant(P, S * S, qp[6], qp[7]);
-            for (int64_t i = 0; i < S; i++)
-                for (int64_t j = 0; j < S; j++) PT[j * S + i] = P[i * S + j];
+            int64_t ldq, ldk, ldv;
+            const float *Q = head_block(base + (h * d) * T, T, d, S, buf, qp[0], qp[1], &ldq);
+            const float *Kh = head_block(base + (H + h * d) * T, T, d, S, buf + d * S, qp[2], qp[3], &ldk);
+            const float *V = head_block(base + (2 * H + h * d) * T, T, d, S, buf + 2 * d * S, qp[8], qp[9], &ldv);
+            gemm_rows(Kh, 1, ldk, Q, ldq, PT, S, S, d, S);
+            fake_quant(PT, S * S, qp[4], qp[5]);
+            softmax_cols(PT, S, S, S, PTR(const float *, mask) + b * S, scale);
+            fake_quant(PT, S * S, qp[6], qp[7]);
             float *o = PTR(float *, out) + (h * d) * T + b * S;
-            for (int64_t c = 0; c < d; c++) {  /* ctx[c][:] = sum_j V[c][j] P^T[j][:] */
-                dense_row(V + c * S, 1, S, PT, S, S, o + c * T);
-                fake_quant(o + c * T, S, qp[10], qp[11]);
-            }
+            gemm_rows(V, ldv, 1, PT, S, o, T, d, S, S);
+            if (qp[10] > 0.0f)
+                for (int64_t c = 0; c < d; c++) fake_quant(o + c * T, S, qp[10], qp[11]);
         }
         free(buf);
     }
@@ -344,14 +475,18 @@ static PyObject *py_attention(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* spmm_f32(kind, indptr, cols, vals, bias, X, Y, rows, in_features, T, threads): kind 0 = CSR, 1 = block-4 CSR.
- * Tokens are processed in tiles small enough that the input rows a tile gathers stay in L2. */
+/* spmm_f32(kind, indptr, cols, vals, bias, X, Y, rows, in_features, T, threads[, act, tile]): kind 0 = CSR, 1 =
+ * block-4 CSR; act 1 applies GELU on the way out. Tokens are processed in tiles of `tile` (default 128, measured
+ * fastest here): every row passes over one tile of the input before the next, so long sequences keep it in L2. */
 static PyObject *py_spmm_f32(PyObject *self, PyObject *args) {
-    int kind, threads;
-    Py_ssize_t indptr, cols, vals, bias, X, Y, rows, in_f, T;
-    if (!PyArg_ParseTuple(args, "innnnnnnnni", &kind, &indptr, &cols, &vals, &bias, &X, &Y, &rows, &in_f, &T, &threads)) return NULL;
+    int kind, threads, act = 0;
+    Py_ssize_t indptr, cols, vals, bias, X, Y, rows, in_f, T, tile = 0;
+    if (!PyArg_ParseTuple(args, "innnnnnnnni|in", &kind, &indptr, &cols, &vals, &bias, &X, &Y, &rows, &in_f, &T, &threads, &act, &tile))
+        return NULL;
     const int64_t *ip = PTR(const int64_t *, indptr);
-    const Py_ssize_t tile = (in_f * T * 4 > (640 << 10)) ? 64 : T;
+    const float *vp = PTR(const float *, vals);
+    const int32_t *cp = PTR(const int32_t *, cols);
+    if (tile <= 0) tile = TILE;
     Py_BEGIN_ALLOW_THREADS
     set_threads(threads);
     for (Py_ssize_t t0 = 0; t0 < T; t0 += tile) {
@@ -362,37 +497,59 @@ static PyObject *py_spmm_f32(PyObject *self, PyObject *args) {
             const float bv = PTR(const float *, bias)[r];
             float *yr = PTR(float *, Y) + r * T + t0;
 #if ZOO_X86
-            if (has_avx512 && kind == 0) { csr_f32_row_avx512(PTR(const float *, vals), PTR(const int32_t *, cols), ip[r], ip[r + 1], Xt, T, tw, yr, bv); continue; }
-            if (has_avx512 && kind == 1) { b4_f32_row_avx512(PTR(const float *, vals), PTR(const int32_t *, cols), ip[r], ip[r + 1], Xt, T, tw, yr, bv); continue; }
+            if (has_avx512) {
+                if (kind == 0) csr_f32_row_avx512(vp, cp, ip[r], ip[r + 1], Xt, T, tw, yr, bv, act);
+                else b4_f32_row_avx512(vp, cp, ip[r], ip[r + 1], Xt, T, tw, yr, bv, act);
+                continue;
+            }
 #endif
-            if (kind == 1) b4_f32_row_generic(PTR(const float *, vals), PTR(const int32_t *, cols), ip[r], ip[r + 1], Xt, T, tw, yr, bv);
-            else csr_f32_row_generic(PTR(const float *, vals), PTR(const int32_t *, cols), ip[r], ip[r + 1], Xt, T, tw, yr, bv);
+            if (kind == 0) csr_f32_row_generic(vp, cp, ip[r], ip[r + 1], Xt, T, tw, yr, bv, act);
+            else b4_f32_row_generic(vp, cp, ip[r], ip[r + 1], Xt, T, tw, yr, bv, act);
         }
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
-/* spmm_i8(indptr, groups, wpk, scale[rows], offset[rows], X8, Y, rows, T, threads, generic) */
+/* spmm_i8(indptr, groups, wpk, scale[rows], offset[rows], X8, Y, rows, T, threads, generic[, act, tile]): tokens in
+ * tiles of `tile` (default 128) so the uint8 activations a tile gathers stay in L1/L2 while every row passes over them. */
 static PyObject *py_spmm_i8(PyObject *self, PyObject *args) {
-    int threads, generic;
-    Py_ssize_t indptr, groups, wpk, scale, offset, X8, Y, rows, T;
-    if (!PyArg_ParseTuple(args, "nnnnnnnnnii", &indptr, &groups, &wpk, &scale, &offset, &X8, &Y, &rows, &T, &threads, &generic)) return NULL;
+    int threads, generic, act = 0;
+    Py_ssize_t indptr, groups, wpk, scale, offset, X8, Y, rows, T, tile = 0;
+    if (!PyArg_ParseTuple(args, "nnnnnnnnnii|in", &indptr, &groups, &wpk, &scale, &offset, &X8, &Y, &rows, &T, &threads, &generic, &act,
+                          &tile))
+        return NULL;
     const int64_t *ip = PTR(const int64_t *, indptr);
+    const int32_t *wp = PTR(const int32_t *, wpk), *gp = PTR(const int32_t *, groups);
+    if (tile <= 0) tile = TILE;
     Py_BEGIN_ALLOW_THREADS
     set_threads(threads);
+    for (Py_ssize_t t0 = 0; t0 < T; t0 += tile) {
+        const Py_ssize_t tw = T - t0 < tile ? T - t0 : tile;
+        const uint8_t *xp = PTR(const uint8_t *, X8) + t0 * 4;
 #pragma omp parallel for schedule(dynamic, 8)
-    for (Py_ssize_t r = 0; r < rows; r++) {
-        const float sc = PTR(const float *, scale)[r], of = PTR(const float *, offset)[r];
-        float *yr = PTR(float *, Y) + r * T;
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            const float sc = PTR(const float *, scale)[r], of = PTR(const float *, offset)[r];
+            float *yr = PTR(float *, Y) + r * T + t0;
 #if ZOO_X86
-        if (has_vnni && !generic) { b4_i8_row_vnni(PTR(const int32_t *, wpk), PTR(const int32_t *, groups), ip[r], ip[r + 1], PTR(const uint8_t *, X8), T, yr, sc, of); continue; }
+            if (has_vnni && !generic) { b4_i8_row_vnni(wp, gp, ip[r], ip[r + 1], xp, T, tw, yr, sc, of, act); continue; }
 #endif
-        b4_i8_row_generic(PTR(const int32_t *, wpk), PTR(const int32_t *, groups), ip[r], ip[r + 1], PTR(const uint8_t *, X8), T, yr, sc, of);
+            b4_i8_row_generic(wp, gp, ip[r], ip[r + 1], xp, T, tw, yr, sc, of, act);
+        }
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
+
+#if ZOO_X86
+__attribute__((target("avx512f")))
+static void gelu_span_avx512(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(x + i, m, gelu16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+#endif
 
 static PyObject *py_gelu(PyObject *self, PyObject *args) {
     Py_ssize_t x, n; int threads;
@@ -401,25 +558,51 @@ static PyObject *py_gelu(PyObject *self, PyObject *args) {
     set_threads(threads);
     const Py_ssize_t chunk = 4096;
 #pragma omp parallel for schedule(static)
-    for (Py_ssize_t i = 0; i < n; i += chunk) gelu_span(PTR(float *, x) + i, (n - i) < chunk ? (n - i) : chunk);
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
-
-/* softmax(s [B][H][S][S], mask_add [B][S], B, H, S, scale) in place */
-static PyObject *py_softmax(PyObject *self, PyObject *args) {
-    Py_ssize_t s, mask, B, H, S; float scale; int threads;
-    if (!PyArg_ParseTuple(args, "nnnnnfi", &s, &mask, &B, &H, &S, &scale, &threads)) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    set_threads(threads);
-#pragma omp parallel for schedule(static)
-    for (Py_ssize_t r = 0; r < B * H * S; r++) {
-        const Py_ssize_t b = r / (H * S);
-        softmax_row(PTR(float *, s) + r * S, PTR(const float *, mask) + b * S, S, scale);
+    for (Py_ssize_t i = 0; i < n; i += chunk) {
+        float *p = PTR(float *, x) + i;
+        const int64_t len = (n - i) < chunk ? (n - i) : chunk;
+#if ZOO_X86
+        if (has_avx512) { gelu_span_avx512(p, len); continue; }
+#endif
+        for (int64_t j = 0; j < len; j++) p[j] = gelu1(p[j]);
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
+
+/* X float [F][T] -> uint8 [F/4][T][4] (the VNNI operand layout), q = clamp(round_half_even(x / s) + zp, 0, 255) */
+static void quant_group_generic(const float *X, uint8_t *out, int64_t g, int64_t T, float s, float zp) {
+    for (int64_t t = 0; t < T; t++)
+        for (int j = 0; j < 4; j++) {
+            float q = nearbyintf(X[(4 * g + j) * T + t] / s) + zp;
+            q = q < 0.0f ? 0.0f : (q > 255.0f ? 255.0f : q);
+            out[(g * T + t) * 4 + j] = (uint8_t)q;
+        }
+}
+
+#if ZOO_X86
+__attribute__((target("avx512f")))
+static inline __m512i quant16(__m512 x, __m512 s, __m512 zp) {
+    __m512 q = _mm512_add_ps(_mm512_roundscale_ps(_mm512_div_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
+    q = _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
+    return _mm512_cvttps_epi32(q);
+}
+
+/* 16 tokens of 4 features -> 16 little-endian int32 words, one byte per feature */
+__attribute__((target("avx512f")))
+static void quant_group_avx512(const float *X, uint8_t *out, int64_t g, int64_t T, float s, float zp) {
+    const __m512 vs = _mm512_set1_ps(s), vz = _mm512_set1_ps(zp);
+    const float *x = X + 4 * g * T;
+    for (int64_t t = 0; t < T; t += 16) {
+        const __mmask16 m = tail_mask(T - t);
+        __m512i w = quant16(_mm512_maskz_loadu_ps(m, x + t), vs, vz);
+        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + T + t), vs, vz), 8));
+        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + 2 * T + t), vs, vz), 16));
+        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + 3 * T + t), vs, vz), 24));
+        _mm512_mask_storeu_epi32(out + (g * T + t) * 4, m, w);
+    }
+}
+#endif
 
 static PyObject *py_quantize(PyObject *self, PyObject *args) {
     Py_ssize_t X, out, F, T; float s, zp; int threads;
@@ -427,7 +610,73 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     set_threads(threads);
 #pragma omp parallel for schedule(static)
-    for (Py_ssize_t g = 0; g < F / 4; g++) quant_group(PTR(const float *, X), PTR(uint8_t *, out), g, T, s, zp);
+    for (Py_ssize_t g = 0; g < F / 4; g++) {
+#if ZOO_X86
+        if (has_avx512) { quant_group_avx512(PTR(const float *, X), PTR(uint8_t *, out), g, T, s, zp); continue; }
+#endif
+        quant_group_generic(PTR(const float *, X), PTR(uint8_t *, out), g, T, s, zp);
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* LayerNorm over the feature axis of [F][T] activations, with the residual added first:
+ * O[:, t] = (S - mean) / sqrt(var + eps) * gamma + beta, S = X[:, t] + R[:, t] (R may be NULL). O may alias X or R. */
+static void layernorm_generic(const float *X, const float *R, float *O, const float *g, const float *b, float eps,
+                              int64_t F, int64_t T, int64_t t) {
+    float sum = 0.0f, var = 0.0f;
+    for (int64_t f = 0; f < F; f++) { const float v = X[f * T + t] + (R ? R[f * T + t] : 0.0f); O[f * T + t] = v; sum += v; }
+    const float mean = sum / (float)F;
+    for (int64_t f = 0; f < F; f++) { const float d = O[f * T + t] - mean; var += d * d; }
+    const float inv = 1.0f / sqrtf(var / (float)F + eps);
+    for (int64_t f = 0; f < F; f++) O[f * T + t] = (O[f * T + t] - mean) * inv * g[f] + b[f];
+}
+
+#if ZOO_X86
+__attribute__((target("avx512f")))
+static void layernorm_avx512(const float *X, const float *R, float *O, const float *g, const float *b, float eps,
+                             int64_t F, int64_t T, int64_t t) {
+    const __mmask16 m = tail_mask(T - t);
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    for (int64_t f = 0; f < F; f++) {
+        __m512 v = _mm512_maskz_loadu_ps(m, X + f * T + t);
+        if (R) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, R + f * T + t));
+        _mm512_mask_storeu_ps(O + f * T + t, m, v);
+        if (f & 1) s1 = _mm512_add_ps(s1, v); else s0 = _mm512_add_ps(s0, v);
+    }
+    const __m512 mean = _mm512_div_ps(_mm512_add_ps(s0, s1), _mm512_set1_ps((float)F));
+    __m512 v0 = _mm512_setzero_ps(), v1 = v0;
+    for (int64_t f = 0; f < F; f++) {
+        const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, O + f * T + t), mean);
+        if (f & 1) v1 = _mm512_fmadd_ps(d, d, v1); else v0 = _mm512_fmadd_ps(d, d, v0);
+    }
+    const __m512 var = _mm512_div_ps(_mm512_add_ps(v0, v1), _mm512_set1_ps((float)F));
+    const __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_sqrt_ps(_mm512_add_ps(var, _mm512_set1_ps(eps))));
+    for (int64_t f = 0; f < F; f++) {
+        const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, O + f * T + t), mean), inv);
+        _mm512_mask_storeu_ps(O + f * T + t, m, _mm512_fmadd_ps(d, _mm512_set1_ps(g[f]), _mm512_set1_ps(b[f])));
+    }
+}
+#endif
+
+/* layernorm(X, R or 0, O, gamma, beta, eps, F, T, threads) */
+static PyObject *py_layernorm(PyObject *self, PyObject *args) {
+    Py_ssize_t X, R, O, g, b, F, T; float eps; int threads;
+    if (!PyArg_ParseTuple(args, "nnnnnfnni", &X, &R, &O, &g, &b, &eps, &F, &T, &threads)) return NULL;
+    const float *xp = PTR(const float *, X), *rp = PTR(const float *, R), *gp = PTR(const float *, g), *bp = PTR(const float *, b);
+    float *op = PTR(float *, O);
+    Py_BEGIN_ALLOW_THREADS
+    set_threads(threads);
+#if ZOO_X86
+    if (has_avx512) {
+#pragma omp parallel for schedule(static)
+        for (Py_ssize_t t = 0; t < T; t += 16) layernorm_avx512(xp, rp, op, gp, bp, eps, F, T, t);
+    } else
+#endif
+    {
+#pragma omp parallel for schedule(static)
+        for (Py_ssize_t t = 0; t < T; t++) layernorm_generic(xp, rp, op, gp, bp, eps, F, T, t);
+    }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -441,8 +690,8 @@ static PyMethodDef methods[] = {
     {"spmm_i8", py_spmm_i8, METH_VARARGS, "int8 block-4 x uint8 product (VNNI when present)"},
     {"attention", py_attention, METH_VARARGS, "multi-head attention over features x tokens activations"},
     {"gelu", py_gelu, METH_VARARGS, "in-place exact-erf GELU"},
-    {"softmax", py_softmax, METH_VARARGS, "in-place scaled, masked softmax over attention rows"},
     {"quantize", py_quantize, METH_VARARGS, "fp32 [F][T] -> uint8 [F/4][T][4]"},
+    {"layernorm", py_layernorm, METH_VARARGS, "residual add + LayerNorm over the feature axis of [F][T]"},
     {"features", py_features, METH_NOARGS, "which CPU paths are active"},
     {NULL, NULL, 0, NULL},
 };

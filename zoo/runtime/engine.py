@@ -41,15 +41,13 @@ def model_inputs(model: BertModel, input_ids: np.ndarray, attention_mask: np.nda
     return ids, mask, types
 
 
-def _layer_norm_ft(x: np.ndarray, ln: LayerNorm) -> np.ndarray:
-    """LayerNorm over the feature axis of a [features, tokens] array."""
-    mean = x.mean(0)
-    xc = x - mean
-    var = np.einsum("ft,ft->t", xc, xc) / x.shape[0]
-    xc *= 1.0 / np.sqrt(var + np.float32(ln.eps))
-    xc *= ln.gamma[:, None]
-    xc += ln.beta[:, None]
-    return xc
+def layer_norm_ft(x: np.ndarray, residual: np.ndarray | None, ln: LayerNorm, threads: int) -> np.ndarray:
+    """``LayerNorm(x + residual)`` over the feature axis of [features, tokens] arrays, written into ``x``."""
+    f, t = x.shape
+    gamma, beta = (np.ascontiguousarray(v, dtype=np.float32) for v in (ln.gamma, ln.beta))
+    K.layernorm(x.ctypes.data, 0 if residual is None else residual.ctypes.data, x.ctypes.data, gamma.ctypes.data,
+                beta.ctypes.data, float(ln.eps), f, t, threads)
+    return x
 
 
 @dataclass
@@ -91,7 +89,7 @@ class Engine:
         parts = {"word": e.word[ids], "position": e.position[:seq][None], "token_type": e.token_type[types]}
         x = sum(fake_quant(e.output_q.get(role), v) for role, v in parts.items())
         x = np.asarray(x, dtype=np.float32).reshape(-1, x.shape[-1])  # [tokens, hidden]
-        return _layer_norm_ft(np.ascontiguousarray(x.T), e.ln)
+        return layer_norm_ft(np.ascontiguousarray(x.T), None, e.ln, self.threads)
 
     def _attention(self, qkv: np.ndarray, layer: EngineLayer, batch: int, seq: int, mask_add: np.ndarray) -> np.ndarray:
         c = self.model.config
@@ -115,10 +113,9 @@ class Engine:
         for layer in self.layers:
             qkv = layer.qkv(x, ws)
             ctx = self._attention(qkv, layer, batch, seq, mask_add)
-            x = _layer_norm_ft(layer.attn_out(ctx, ws) + x, layer.ln_attn)
-            hidden = layer.ffn_in(x, ws)
-            K.gelu(hidden.ctypes.data, hidden.size, self.threads)
-            x = _layer_norm_ft(layer.ffn_out(hidden, ws) + x, layer.ln_out)
+            x = layer_norm_ft(layer.attn_out(ctx, ws), x, layer.ln_attn, self.threads)
+            hidden = layer.ffn_in(x, ws, gelu=True)
+            x = layer_norm_ft(layer.ffn_out(hidden, ws), x, layer.ln_out, self.threads)
         tokens = x.T.reshape(batch, seq, -1)
         m = self.model
         if m.qa is not None:

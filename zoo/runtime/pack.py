@@ -58,7 +58,8 @@ class PackedLinear:
             return int(self.arrays["vals"].size)
         return int(self.arrays["indptr"][-1]) * 4
 
-    def __call__(self, x: np.ndarray, ws: Workspace) -> np.ndarray:
+    def __call__(self, x: np.ndarray, ws: Workspace, gelu: bool = False) -> np.ndarray:
+        """``W x + b`` (then GELU, fused into the kernel's epilogue) into a workspace buffer."""
         t = x.shape[1]
         y = ws.get(f"{self.name}.y", (self.out_features, t))
         a = self.arrays
@@ -67,17 +68,20 @@ class PackedLinear:
         if self.kind == "dense":
             np.matmul(a["weight"], x, out=y)
             y += self.bias[:, None]
+            if gelu:
+                K.gelu(y.ctypes.data, y.size, self.threads)
         elif self.kind in ("csr", "block4"):
             cols = a["cols"]
             K.spmm_f32(0 if self.kind == "csr" else 1, a["indptr"].ctypes.data, cols.ctypes.data, a["vals"].ctypes.data,
-                       self.bias.ctypes.data, x.ctypes.data, y.ctypes.data, self.out_features, self.in_features, t, self.threads)
+                       self.bias.ctypes.data, x.ctypes.data, y.ctypes.data, self.out_features, self.in_features, t, self.threads,
+                       int(gelu))
         else:
             q = self.input_q
             assert q is not None
             x8 = ws.get(f"{self.name}.x8", (self.in_features // 4, t, 4), np.uint8)
             K.quantize(x.ctypes.data, x8.ctypes.data, self.in_features, t, float(q.scale), float(q.zero_point), self.threads)
             K.spmm_i8(a["indptr"].ctypes.data, a["groups"].ctypes.data, a["wpk"].ctypes.data, a["scale"].ctypes.data,
-                      a["offset"].ctypes.data, x8.ctypes.data, y.ctypes.data, self.out_features, t, self.threads, 0)
+                      a["offset"].ctypes.data, x8.ctypes.data, y.ctypes.data, self.out_features, t, self.threads, 0, int(gelu))
         return y
 
 
