@@ -236,3 +236,13 @@ def test_layernorm_kernel_adds_residual_and_normalizes_features(tokens: int) -> 
     expected = layer_norm((x + r).T, ln).T
     assert np.abs(layer_norm_ft(x.copy(), r, ln, 2) - expected).max() < 1e-5
     assert np.abs(layer_norm_ft(x + r, None, ln, 2) - expected).max() < 1e-5
+
+
+def test_out_of_range_ids_are_refused(repos) -> None:  # noqa: ANN001
+    model = load_model(repos("h64", sparsity=80, pattern="unstructured"))
+    engine = compile(model, threads=1, backend="sparse")
+    vocab = model.config.vocab_size
+    for ids, types in (([[1, vocab]], None), ([[-1, 2]], None), ([[1, 2]], [[0, 2]])):
+        with pytest.raises(ValueError, match="must lie in"):
+            engine(np.array(ids), token_type_ids=None if types is None else np.array(types))
+    assert engine(np.array([[1, vocab - 1]]))["start_logits"].shape == (1, 2)

@@ -681,6 +681,35 @@ static PyObject *py_layernorm(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* embed(word [V][F], position [P][F], token_type [2][F], ids int64 [B][S], types int64 [B][S], B, S, F, out [F][B*S],
+ * threads): the three embedding rows summed per token and written feature-major, 16 x 16 tiles transposed on the way. */
+static PyObject *py_embed(PyObject *self, PyObject *args) {
+    Py_ssize_t word, pos, type, ids, types, B, S, F, out; int threads;
+    if (!PyArg_ParseTuple(args, "nnnnnnnnni", &word, &pos, &type, &ids, &types, &B, &S, &F, &out, &threads)) return NULL;
+    const float *wp = PTR(const float *, word), *pp = PTR(const float *, pos), *tp = PTR(const float *, type);
+    const int64_t *ip = PTR(const int64_t *, ids), *typ = PTR(const int64_t *, types);
+    float *op = PTR(float *, out);
+    const int64_t T = B * S;
+    Py_BEGIN_ALLOW_THREADS
+    set_threads(threads);
+#pragma omp parallel for schedule(static)
+    for (Py_ssize_t f0 = 0; f0 < F; f0 += 16) {
+        const int64_t nf = F - f0 < 16 ? F - f0 : 16;
+        float tile[16][16];
+        for (int64_t t0 = 0; t0 < T; t0 += 16) {
+            const int64_t nt = T - t0 < 16 ? T - t0 : 16;
+            for (int64_t i = 0; i < nt; i++) {
+                const int64_t t = t0 + i;
+                const float *w = wp + ip[t] * F + f0, *p = pp + (t % S) * F + f0, *y = tp + typ[t] * F + f0;
+                for (int64_t j = 0; j < nf; j++) tile[j][i] = w[j] + p[j] + y[j];
+            }
+            for (int64_t j = 0; j < nf; j++) memcpy(op + (f0 + j) * T + t0, tile[j], (size_t)nt * sizeof(float));
+        }
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_features(PyObject *self, PyObject *args) {
     return Py_BuildValue("{s:O,s:O}", "avx512", has_avx512 ? Py_True : Py_False, "vnni", has_vnni ? Py_True : Py_False);
 }
@@ -691,6 +720,7 @@ static PyMethodDef methods[] = {
     {"attention", py_attention, METH_VARARGS, "multi-head attention over features x tokens activations"},
     {"gelu", py_gelu, METH_VARARGS, "in-place exact-erf GELU"},
     {"quantize", py_quantize, METH_VARARGS, "fp32 [F][T] -> uint8 [F/4][T][4]"},
+    {"embed", py_embed, METH_VARARGS, "sum of word, position and token-type embeddings, feature-major"},
     {"layernorm", py_layernorm, METH_VARARGS, "residual add + LayerNorm over the feature axis of [F][T]"},
     {"features", py_features, METH_NOARGS, "which CPU paths are active"},
     {NULL, NULL, 0, NULL},

@@ -70,6 +70,12 @@ class Engine:
     layers: list[EngineLayer]
     compile_seconds: float = 0.0
     workspace: Workspace = field(default_factory=Workspace)
+    tables: dict[str, np.ndarray] = field(default_factory=dict)  # embedding tables, fake-quantized once (elementwise)
+
+    def __post_init__(self) -> None:
+        e = self.model.embeddings
+        for role in ("word", "position", "token_type"):
+            self.tables[role] = np.ascontiguousarray(fake_quant(e.output_q.get(role), getattr(e, role)), dtype=np.float32)
 
     @property
     def output_names(self) -> list[str]:
@@ -84,12 +90,15 @@ class Engine:
         return counts
 
     def _embed(self, ids: np.ndarray, types: np.ndarray) -> np.ndarray:
-        e = self.model.embeddings
-        seq = ids.shape[1]
-        parts = {"word": e.word[ids], "position": e.position[:seq][None], "token_type": e.token_type[types]}
-        x = sum(fake_quant(e.output_q.get(role), v) for role, v in parts.items())
-        x = np.asarray(x, dtype=np.float32).reshape(-1, x.shape[-1])  # [tokens, hidden]
-        return layer_norm_ft(np.ascontiguousarray(x.T), None, e.ln, self.threads)
+        t = self.tables
+        (batch, seq), hidden = ids.shape, t["word"].shape[1]
+        for name, v, limit in (("token ids", ids, t["word"].shape[0]), ("token type ids", types, t["token_type"].shape[0])):
+            if v.size and (v.min() < 0 or v.max() >= limit):  # the C gather does no bounds checks
+                raise ValueError(f"{name} must lie in [0, {limit}); got values in [{v.min()}, {v.max()}]")
+        x = self.workspace.get("embeddings", (hidden, batch * seq))
+        K.embed(t["word"].ctypes.data, t["position"].ctypes.data, t["token_type"].ctypes.data, ids.ctypes.data, types.ctypes.data,
+                batch, seq, hidden, x.ctypes.data, self.threads)
+        return layer_norm_ft(x, None, self.model.embeddings.ln, self.threads)
 
     def _attention(self, qkv: np.ndarray, layer: EngineLayer, batch: int, seq: int, mask_add: np.ndarray) -> np.ndarray:
         c = self.model.config
