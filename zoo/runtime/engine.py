@@ -41,12 +41,27 @@ def model_inputs(model: BertModel, input_ids: np.ndarray, attention_mask: np.nda
     return ids, mask, types
 
 
-def layer_norm_ft(x: np.ndarray, residual: np.ndarray | None, ln: LayerNorm, threads: int) -> np.ndarray:
+@dataclass(frozen=True)
+class Norm:
+    """A LayerNorm's parameters as contiguous float32, with their addresses for the kernel."""
+
+    gamma: np.ndarray
+    beta: np.ndarray
+    eps: float
+    ptrs: tuple[int, int]
+
+    @classmethod
+    def of(cls, ln: LayerNorm) -> Norm:
+        gamma, beta = (np.ascontiguousarray(v, dtype=np.float32) for v in (ln.gamma, ln.beta))
+        return cls(gamma, beta, float(ln.eps), (gamma.ctypes.data, beta.ctypes.data))
+
+
+def layer_norm_ft(x: np.ndarray, residual: np.ndarray | None, ln: Norm | LayerNorm, threads: int, ws: Workspace | None = None) -> np.ndarray:
     """``LayerNorm(x + residual)`` over the feature axis of [features, tokens] arrays, written into ``x``."""
+    norm = ln if isinstance(ln, Norm) else Norm.of(ln)
+    ptr = ws.ptr if ws is not None else (lambda a: a.ctypes.data)
     f, t = x.shape
-    gamma, beta = (np.ascontiguousarray(v, dtype=np.float32) for v in (ln.gamma, ln.beta))
-    K.layernorm(x.ctypes.data, 0 if residual is None else residual.ctypes.data, x.ctypes.data, gamma.ctypes.data,
-                beta.ctypes.data, float(ln.eps), f, t, threads)
+    K.layernorm(ptr(x), 0 if residual is None else ptr(residual), ptr(x), *norm.ptrs, norm.eps, f, t, threads)
     return x
 
 
@@ -56,8 +71,8 @@ class EngineLayer:
     attn_out: PackedLinear
     ffn_in: PackedLinear
     ffn_out: PackedLinear
-    ln_attn: LayerNorm
-    ln_out: LayerNorm
+    ln_attn: Norm
+    ln_out: Norm
     attn_qparams: np.ndarray  # scale/zero point of q, k, scores, probs, v, context (scale 0 = not quantized)
 
 
@@ -76,6 +91,8 @@ class Engine:
         e = self.model.embeddings
         for role in ("word", "position", "token_type"):
             self.tables[role] = np.ascontiguousarray(fake_quant(e.output_q.get(role), getattr(e, role)), dtype=np.float32)
+        self._table_ptrs = tuple(self.tables[role].ctypes.data for role in ("word", "position", "token_type"))
+        self._embed_norm = Norm.of(e.ln)
 
     @property
     def output_names(self) -> list[str]:
@@ -95,16 +112,17 @@ class Engine:
         for name, v, limit in (("token ids", ids, t["word"].shape[0]), ("token type ids", types, t["token_type"].shape[0])):
             if v.size and (v.min() < 0 or v.max() >= limit):  # the C gather does no bounds checks
                 raise ValueError(f"{name} must lie in [0, {limit}); got values in [{v.min()}, {v.max()}]")
-        x = self.workspace.get("embeddings", (hidden, batch * seq))
-        K.embed(t["word"].ctypes.data, t["position"].ctypes.data, t["token_type"].ctypes.data, ids.ctypes.data, types.ctypes.data,
-                batch, seq, hidden, x.ctypes.data, self.threads)
-        return layer_norm_ft(x, None, self.model.embeddings.ln, self.threads)
+        ws = self.workspace
+        x = ws.get("embeddings", (hidden, batch * seq))
+        K.embed(*self._table_ptrs, ids.ctypes.data, types.ctypes.data, batch, seq, hidden, ws.ptr(x), self.threads)
+        return layer_norm_ft(x, None, self._embed_norm, self.threads, ws)
 
     def _attention(self, qkv: np.ndarray, layer: EngineLayer, batch: int, seq: int, mask_add: np.ndarray) -> np.ndarray:
         c = self.model.config
         d = c.hidden // c.heads
-        out = self.workspace.get("context", (c.hidden, batch * seq))
-        K.attention(qkv.ctypes.data, out.ctypes.data, mask_add.ctypes.data, batch, seq, c.heads, d,
+        ws = self.workspace
+        out = ws.get("context", (c.hidden, batch * seq))
+        K.attention(ws.ptr(qkv), ws.ptr(out), mask_add.ctypes.data, batch, seq, c.heads, d,
                     float(1.0 / np.sqrt(np.float32(d))), layer.attn_qparams.ctypes.data, self.threads)
         return out
 
@@ -122,9 +140,9 @@ class Engine:
         for layer in self.layers:
             qkv = layer.qkv(x, ws)
             ctx = self._attention(qkv, layer, batch, seq, mask_add)
-            x = layer_norm_ft(layer.attn_out(ctx, ws), x, layer.ln_attn, self.threads)
+            x = layer_norm_ft(layer.attn_out(ctx, ws), x, layer.ln_attn, self.threads, ws)
             hidden = layer.ffn_in(x, ws, gelu=True)
-            x = layer_norm_ft(layer.ffn_out(hidden, ws), x, layer.ln_out, self.threads)
+            x = layer_norm_ft(layer.ffn_out(hidden, ws), x, layer.ln_out, self.threads, ws)
         tokens = x.T.reshape(batch, seq, -1)
         m = self.model
         if m.qa is not None:
@@ -215,7 +233,7 @@ def compile_sparse(model: BertModel, threads: int, int8: bool = True) -> Engine:
         layers.append(EngineLayer(
             qkv=pack_linear([layer.query, layer.key, layer.value], threads, int8),
             attn_out=pack_linear(layer.attn_out, threads, int8), ffn_in=pack_linear(layer.ffn_in, threads, int8),
-            ffn_out=pack_linear(layer.ffn_out, threads, int8), ln_attn=layer.ln_attn, ln_out=layer.ln_out,
+            ffn_out=pack_linear(layer.ffn_out, threads, int8), ln_attn=Norm.of(layer.ln_attn), ln_out=Norm.of(layer.ln_out),
             attn_qparams=_attention_qparams(layer.attn_q),
         ))
     return Engine(model, threads, layers, compile_seconds=time.perf_counter() - start)

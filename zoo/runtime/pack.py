@@ -27,13 +27,20 @@ class Workspace:
 
     def __init__(self) -> None:
         self._bufs: dict[tuple, np.ndarray] = {}
+        self._ptrs: dict[int, tuple[np.ndarray, int]] = {}
 
     def get(self, key: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
         k = (key, shape, np.dtype(dtype).str)
         buf = self._bufs.get(k)
         if buf is None:
             buf = self._bufs[k] = np.empty(shape, dtype=dtype)
+            self._ptrs[id(buf)] = (buf, buf.ctypes.data)
         return buf
+
+    def ptr(self, arr: np.ndarray) -> int:
+        """The data address of ``arr``: remembered for this workspace's buffers (``.ctypes`` costs a microsecond)."""
+        hit = self._ptrs.get(id(arr))
+        return hit[1] if hit is not None and hit[0] is arr else arr.ctypes.data
 
 
 @dataclass
@@ -49,6 +56,13 @@ class PackedLinear:
     input_q: QParams | None = None
     threads: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    _ptrs: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def ptrs(self) -> dict[str, int]:
+        """Data addresses of the packed arrays and bias (fixed once packed)."""
+        if not self._ptrs:
+            self._ptrs.update({k: v.ctypes.data for k, v in self.arrays.items()}, bias=self.bias.ctypes.data)
+        return self._ptrs
 
     @property
     def nnz(self) -> int:
@@ -61,27 +75,26 @@ class PackedLinear:
     def __call__(self, x: np.ndarray, ws: Workspace, gelu: bool = False) -> np.ndarray:
         """``W x + b`` (then GELU, fused into the kernel's epilogue) into a workspace buffer."""
         t = x.shape[1]
-        y = ws.get(f"{self.name}.y", (self.out_features, t))
-        a = self.arrays
+        y = ws.get(self.name, (self.out_features, t))
         if self.input_q is not None and self.kind != "int8-block4":
             x = np.ascontiguousarray(self.input_q.fake(x))
         if self.kind == "dense":
-            np.matmul(a["weight"], x, out=y)
+            np.matmul(self.arrays["weight"], x, out=y)
             y += self.bias[:, None]
             if gelu:
-                K.gelu(y.ctypes.data, y.size, self.threads)
-        elif self.kind in ("csr", "block4"):
-            cols = a["cols"]
-            K.spmm_f32(0 if self.kind == "csr" else 1, a["indptr"].ctypes.data, cols.ctypes.data, a["vals"].ctypes.data,
-                       self.bias.ctypes.data, x.ctypes.data, y.ctypes.data, self.out_features, self.in_features, t, self.threads,
-                       int(gelu))
+                K.gelu(ws.ptr(y), y.size, self.threads)
+            return y
+        p = self.ptrs()
+        if self.kind in ("csr", "block4"):
+            K.spmm_f32(0 if self.kind == "csr" else 1, p["indptr"], p["cols"], p["vals"], p["bias"], ws.ptr(x), ws.ptr(y),
+                       self.out_features, self.in_features, t, self.threads, int(gelu))
         else:
             q = self.input_q
             assert q is not None
-            x8 = ws.get(f"{self.name}.x8", (self.in_features // 4, t, 4), np.uint8)
-            K.quantize(x.ctypes.data, x8.ctypes.data, self.in_features, t, float(q.scale), float(q.zero_point), self.threads)
-            K.spmm_i8(a["indptr"].ctypes.data, a["groups"].ctypes.data, a["wpk"].ctypes.data, a["scale"].ctypes.data,
-                      a["offset"].ctypes.data, x8.ctypes.data, y.ctypes.data, self.out_features, t, self.threads, 0, int(gelu))
+            x8 = ws.get(self.name + ".x8", (self.in_features // 4, t, 4), np.uint8)
+            K.quantize(ws.ptr(x), ws.ptr(x8), self.in_features, t, float(q.scale), float(q.zero_point), self.threads)
+            K.spmm_i8(p["indptr"], p["groups"], p["wpk"], p["scale"], p["offset"], ws.ptr(x8), ws.ptr(y), self.out_features, t,
+                      self.threads, 0, int(gelu))
         return y
 
 
