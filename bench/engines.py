@@ -19,6 +19,18 @@ from pathlib import Path
 TARGETS_MS = {"obert-12l-90": 20.0, "obert-3l-80-quant": 3.0, "obert-12l-80-quant": 12.0}
 
 
+def cpu_description() -> str:
+    """e.g. "AMD EPYC (family 26), 2 cores, avx512+vnni": enough to tell machines apart in results and sources."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    name = fields.get("model name\t", "").strip() or platform.processor() or platform.machine()
+    family = fields.get("cpu family\t", "").strip()
+    from zoo.runtime import _kernels
+
+    feats = "+".join(k for k, v in _kernels.features().items() if v) or "portable kernels"
+    return f"{name}{f' (family {family})' if family else ''}, {len(os.sched_getaffinity(0))} cores, {feats}"
+
+
 def main() -> None:
     import zoo
     from zoo.catalog import Filters
@@ -63,7 +75,8 @@ def main() -> None:
         fresh = {r["model"] for r in rows}
         rows = [r for r in json.loads(args.out.read_text())["rows"] if r["model"] not in fresh] + rows
     meta = {"batch": args.batch, "seq": args.seq, "threads": args.threads, "runs": args.runs, "cpus": os.cpu_count(),
-            "machine": platform.processor() or platform.machine(), "kernels": _kernels.features()}
+            "machine": platform.processor() or platform.machine(), "kernels": _kernels.features(), "cpu": cpu_description(),
+            "date": time.strftime("%Y-%m-%d")}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     print(f"wrote {args.out}")
 

@@ -112,3 +112,12 @@ def test_defaults_filled(stub_dir: Path) -> None:
     edit(stub_dir / "obert-12l-90.toml", 'revision = "main"\n', "")
     stub = parse_stub(stub_dir / "obert-12l-90.toml")
     assert stub["source"]["revision"] == "main"
+
+
+def test_runtime_expectation_needs_its_source(stub_dir: Path) -> None:
+    path = stub_dir / "obert-12l-90.toml"
+    lines = path.read_text().splitlines(keepends=True)
+    assert any(line.startswith("speedup_source = ") for line in lines), "fixture drift: no [runtime] source"
+    path.write_text("".join(line for line in lines if not line.startswith("speedup_source = ")))
+    err = reject(stub_dir)
+    assert (err.file, err.field) == ("obert-12l-90.toml", "runtime.speedup_source")

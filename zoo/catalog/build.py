@@ -36,7 +36,7 @@ class _Sources:
 
 
 def _model_row(file: str, stub: dict[str, Any], source: _Sources) -> Model:
-    arch, sp, qz = stub["architecture"], stub["sparsity"], stub["quantization"]
+    arch, sp, qz, rt = stub["architecture"], stub["sparsity"], stub["quantization"], stub["runtime"] or {}
     model = Model(
         name=stub["name"], description=stub["description"], task=stub["task"], dataset=stub["dataset"],
         stage=stub["stage"], parent=stub["parent"], repo=stub["source"]["repo"], revision=stub["source"]["revision"],
@@ -44,7 +44,8 @@ def _model_row(file: str, stub: dict[str, Any], source: _Sources) -> Model:
         vocab_size=arch["vocab_size"], max_positions=arch["max_positions"],
         params_millions=arch["params_millions"], params_source=arch["params_source"],
         sparsity=float(sp["target"]), pattern=sp["pattern"], sparsity_scope=sp["scope"],
-        quantization=qz["scheme"], quant_weights=qz["weights"], quant_activations=qz["activations"], stub_file=file,
+        quantization=qz["scheme"], quant_weights=qz["weights"], quant_activations=qz["activations"],
+        expected_speedup=rt.get("expected_speedup"), speedup_source=rt.get("speedup_source"), stub_file=file,
     )
     model.tags = [Tag(name=t) for t in dict.fromkeys(stub["tags"])]
     model.aliases = [Alias(name=a["name"], name_lower=a["name"].lower(), kind=a["kind"], verified=a["verified"]) for a in stub["aliases"]]

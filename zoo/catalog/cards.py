@@ -75,6 +75,8 @@ class ModelCard:
     files: tuple[FileSpec, ...] = ()
     metrics: tuple[MetricValue, ...] = ()
     recipe: RecipeInfo | None = None
+    expected_speedup: float | None = None  # sparse runtime vs onnxruntime fp32, batch 1, sequence 128 (install-time check)
+    speedup_source: str | None = None
 
     @property
     def quantized(self) -> bool:

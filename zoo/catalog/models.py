@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 
 class Base(DeclarativeBase):
@@ -47,6 +47,8 @@ class Model(Base):
     quantization: Mapped[str] = mapped_column(String(32))
     quant_weights: Mapped[str | None]
     quant_activations: Mapped[str | None]
+    expected_speedup: Mapped[float | None]  # vs onnxruntime fp32 on the same weights, batch 1, sequence 128
+    speedup_source: Mapped[str | None]
     stub_file: Mapped[str]
 
     aliases: Mapped[list[Alias]] = relationship(back_populates="model", cascade="all, delete-orphan", order_by="Alias.id")

@@ -63,7 +63,7 @@ def _card(m: Any) -> ModelCard:
         quantization=m.quantization, quant_weights=m.quant_weights, quant_activations=m.quant_activations,
         tags=tuple(t.name for t in m.tags), aliases=tuple(AliasInfo(a.name, a.kind, a.verified) for a in m.aliases),
         files=files, metrics=tuple(MetricValue(x.name, x.value, x.dataset, x.source.text) for x in m.metrics),
-        recipe=recipe,
+        recipe=recipe, expected_speedup=m.expected_speedup, speedup_source=m.speedup_source,
     )
 
 

@@ -181,6 +181,12 @@ STUB = Table(
             required=True,
         ),
         "recipe": RECIPE,
+        "runtime": Table(
+            {
+                "expected_speedup": F(NUM, required=True, check=in_range(0.01, 1000)),
+                "speedup_source": F(STR, required=True),
+            }
+        ),
         "metrics": Array(
             Table(
                 {

@@ -1,0 +1,62 @@
+"""The install-time check's expectation: the catalog's per-variant figure (with its source), else the default rule."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import zoo
+from zoo.convert.repo import load_model
+from zoo.runtime.engine import compile
+from zoo.runtime.validate import SPARSE_EXPECTED, expectation, validate
+from zoo.synth import SynthSpec, write_repo
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spec = SynthSpec(layers=1, vocab_size=1200, max_positions=256, hidden=64, heads=4, intermediate=128, sparsity=80,
+                     pattern="unstructured")
+    return write_repo(tmp_path_factory.mktemp("val"), spec)
+
+
+class SlowEngine:
+    """The real engine, 40 ms late: far below any expectation, with outputs that still match."""
+
+    def __init__(self, engine) -> None:  # noqa: ANN001
+        self.engine = engine
+
+    def kinds(self) -> dict[str, int]:
+        return self.engine.kinds()
+
+    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
+        time.sleep(0.04)
+        return self.engine(*args, **kwargs)
+
+
+def test_catalog_figures_are_used_with_their_source(tiny: Path, raw_stubs: dict[str, dict]) -> None:
+    model = load_model(tiny)
+    with_figure = {name: s["runtime"] for name, s in raw_stubs.items() if "runtime" in s}
+    assert with_figure, "no stub carries a [runtime] expectation: the test would be vacuous"
+    for name, rt in with_figure.items():
+        assert expectation(name, model) == (rt["expected_speedup"], f"catalog: {rt['speedup_source']}")
+        assert zoo.resolve(name).expected_speedup == rt["expected_speedup"]
+
+
+def test_a_slow_engine_warns_against_the_catalog_figure(tiny: Path, raw_stubs: dict[str, dict]) -> None:
+    model = load_model(tiny)
+    slow = SlowEngine(compile(model, threads=1, backend="sparse"))
+    verdict = validate("obert-3l-80-quant", model, slow, threads=1, runs=3, record=False)
+    figure = raw_stubs["obert-3l-80-quant"]["runtime"]["expected_speedup"]
+    assert verdict.outputs_match and verdict.expected_speedup == round(figure, 2)
+    assert verdict.warning is not None and verdict.speedup < figure
+    assert "catalog: bench/engines.py" in verdict.warning and "likely cause" in verdict.warning
+
+
+def test_uncatalogued_directories_get_the_default_rule(tiny: Path) -> None:
+    model = load_model(tiny)
+    slow = SlowEngine(compile(model, threads=1, backend="sparse"))
+    verdict = validate(str(tiny), model, slow, threads=1, runs=3, record=False)
+    assert verdict.expected_speedup == SPARSE_EXPECTED
+    assert verdict.warning is not None and "default for sparse encoders" in verdict.warning
