@@ -246,3 +246,21 @@ def test_out_of_range_ids_are_refused(repos) -> None:  # noqa: ANN001
         with pytest.raises(ValueError, match="must lie in"):
             engine(np.array(ids), token_type_ids=None if types is None else np.array(types))
     assert engine(np.array([[1, vocab - 1]]))["start_logits"].shape == (1, 2)
+
+
+@pytest.mark.parametrize("gelu", [False, True])
+def test_chunked_csr_accumulates_chunks_and_applies_gelu_once(gelu: bool) -> None:
+    """An input-feature-chunked CSR Linear equals the whole product; GELU applies to the sum, not per chunk."""
+    from zoo.convert.reference import gelu as ref_gelu
+    from zoo.runtime.pack import PackedLinear, Workspace, _csr_chunked
+
+    rng = np.random.default_rng(6)
+    w = prune(rng.standard_normal((40, 1100)).astype(np.float32), 90, "unstructured")
+    b = rng.standard_normal(40).astype(np.float32)
+    p = PackedLinear("w", "csr-chunked", 40, 1100, b, _csr_chunked(w, 3), threads=2)
+    assert np.array_equal(unpack(p), w) and p.nnz == np.count_nonzero(w)
+    for tokens in (128, 21):
+        x = rng.standard_normal((1100, tokens)).astype(np.float32)
+        expected = w @ x + b[:, None]
+        expected = ref_gelu(expected) if gelu else expected
+        assert np.abs(p(x, Workspace(), gelu=gelu) - expected).max() < 1e-4

@@ -29,6 +29,10 @@
 
 static int has_avx512 = 0, has_vnni = 0;
 
+/* Linear epilogue/prologue flags: GELU on the way out; ACCUMULATE adds into Y instead of starting from the bias
+ * (CSR only: a Linear split by input-feature chunks runs one product per chunk) */
+enum { GELU = 1, ACCUMULATE = 2 };
+
 /* ------------------------------------------------------------------ elementwise */
 /* exp for x <= 0 (range-reduced, degree-6 polynomial, ~1e-7 relative) written so compilers vectorize it */
 static inline float exp_neg(float x) {
@@ -144,19 +148,19 @@ static inline __m512 gelu16(__m512 v) {
 
 /* the epilogue of every Linear kernel: optional GELU */
 __attribute__((target("avx512f")))
-static inline __m512 act16(__m512 v, int act) { return act ? gelu16(v) : v; }
+static inline __m512 act16(__m512 v, int act) { return (act & GELU) ? gelu16(v) : v; }
 #endif
 
 /* ------------------------------------------------------------------ fp32 CSR (portable) */
 static void csr_f32_row_generic(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
                                 int64_t T, float *y, float bias, int act) {
-    for (int64_t t = 0; t < T; t++) y[t] = bias;
+    if (!(act & ACCUMULATE)) for (int64_t t = 0; t < T; t++) y[t] = bias;
     for (int64_t k = a; k < b; k++) {
         const float w = vals[k];
         const float *x = X + (int64_t)cols[k] * ldx;
         for (int64_t t = 0; t < T; t++) y[t] += w * x[t];
     }
-    if (act) for (int64_t t = 0; t < T; t++) y[t] = gelu1(y[t]);
+    if (act & GELU) for (int64_t t = 0; t < T; t++) y[t] = gelu1(y[t]);
 }
 
 #if ZOO_X86
@@ -164,8 +168,11 @@ __attribute__((target("avx512f")))
 static void csr_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
                                int64_t T, float *y, float bias, int act) {
     int64_t t0 = 0;
+    const int acc = act & ACCUMULATE;
+    const __m512 vb = _mm512_set1_ps(bias);
+#define INIT(i) (acc ? _mm512_loadu_ps(y + t0 + 16 * (i)) : vb)
     for (; t0 + TILE <= T; t0 += TILE) {
-        __m512 c0 = _mm512_set1_ps(bias), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+        __m512 c0 = INIT(0), c1 = INIT(1), c2 = INIT(2), c3 = INIT(3), c4 = INIT(4), c5 = INIT(5), c6 = INIT(6), c7 = INIT(7);
         for (int64_t k = a; k < b; k++) {
             const __m512 w = _mm512_set1_ps(vals[k]);
             const float *x = X + (int64_t)cols[k] * ldx + t0;
@@ -184,7 +191,7 @@ static void csr_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a
         _mm512_storeu_ps(o + 96, act16(c6, act)); _mm512_storeu_ps(o + 112, act16(c7, act));
     }
     for (; t0 + 64 <= T; t0 += 64) {
-        __m512 c0 = _mm512_set1_ps(bias), c1 = c0, c2 = c0, c3 = c0;
+        __m512 c0 = INIT(0), c1 = INIT(1), c2 = INIT(2), c3 = INIT(3);
         for (int64_t k = a; k < b; k++) {
             const __m512 w = _mm512_set1_ps(vals[k]);
             const float *x = X + (int64_t)cols[k] * ldx + t0;
@@ -199,12 +206,13 @@ static void csr_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a
     for (; t0 < T; t0 += 16) {  /* tail: one (masked) vector at a time */
         const int64_t n = T - t0 < 16 ? T - t0 : 16;
         const __mmask16 m = (__mmask16)((1u << n) - 1u);
-        __m512 c = _mm512_set1_ps(bias);
+        __m512 c = acc ? _mm512_maskz_loadu_ps(m, y + t0) : vb;
         for (int64_t k = a; k < b; k++)
             c = _mm512_fmadd_ps(_mm512_set1_ps(vals[k]), _mm512_maskz_loadu_ps(m, X + (int64_t)cols[k] * ldx + t0), c);
         _mm512_mask_storeu_ps(y + t0, m, act16(c, act));
     }
 }
+#undef INIT
 
 /* block-4 CSR: each block = 4 weights on input features c..c+3 */
 __attribute__((target("avx512f")))
@@ -309,7 +317,7 @@ static void b4_f32_row_generic(const float *vals, const int32_t *cols, int64_t a
             const float *x = X + ((int64_t)cols[k] + j) * ldx;
             for (int64_t t = 0; t < T; t++) y[t] += w * x[t];
         }
-    if (act) for (int64_t t = 0; t < T; t++) y[t] = gelu1(y[t]);
+    if (act & GELU) for (int64_t t = 0; t < T; t++) y[t] = gelu1(y[t]);
 }
 
 static void b4_i8_row_generic(const int32_t *wpk, const int32_t *groups, int64_t a, int64_t b, const uint8_t *X8, int64_t ldx,
@@ -321,7 +329,7 @@ static void b4_i8_row_generic(const int32_t *wpk, const int32_t *groups, int64_t
             const uint8_t *x = X8 + ((int64_t)groups[k] * ldx + t) * 4;
             acc += (int32_t)x[0] * w[0] + (int32_t)x[1] * w[1] + (int32_t)x[2] * w[2] + (int32_t)x[3] * w[3];
         }
-        y[t] = act ? gelu1((float)acc * scale + offset) : (float)acc * scale + offset;
+        y[t] = (act & GELU) ? gelu1((float)acc * scale + offset) : (float)acc * scale + offset;
     }
 }
 
