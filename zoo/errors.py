@@ -55,6 +55,10 @@ class CheckpointError(ZooError, ValueError):
     """A checkpoint is corrupt, truncated, or disagrees with its config."""
 
 
+class InputError(ZooError, ValueError):
+    """Model inputs the engine cannot take: token ids outside the vocabulary, a sequence longer than the positions."""
+
+
 class ExportError(ZooError, RuntimeError):
     """The ONNX export failed a check."""
 

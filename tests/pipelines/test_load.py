@@ -83,3 +83,20 @@ def test_demo_runs_end_to_end(cli):
     assert out["verdict"]["outputs_match"] is True
     assert set(out["steps_s"]) == {"synthesize", "download", "verify", "load", "answer"}
     assert {"answer", "score", "start", "end"} <= set(out["answer"])
+
+
+def test_a_tokenizer_larger_than_the_model_is_a_one_line_error(cli, qa_repo, tmp_path):
+    """A vocab.txt with words past the model's vocab_size yields ids the embeddings lack: refused, not read out of bounds."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for p in qa_repo.iterdir():
+        if p.name != "tokenizer.json":  # make the tokenizer come from vocab.txt
+            (broken / p.name).write_bytes(p.read_bytes())
+    vocab_size = json.loads((broken / "config.json").read_text())["vocab_size"]
+    words = (broken / "vocab.txt").read_text().splitlines()
+    assert len(words) <= vocab_size, "fixture drift: the vocabulary already exceeds the model"
+    words += [f"[unused{i}]" for i in range(vocab_size - len(words))] + ["zzzextraword"]
+    (broken / "vocab.txt").write_text("\n".join(words) + "\n")
+    res = cli("run", str(broken), "--question", "zzzextraword", "--context", "The Broncos won.")
+    assert res.code == 1 and res.err.count("\n") == 1
+    assert "token ids must lie in [0, " in res.err and "disagree on the vocabulary" in res.err

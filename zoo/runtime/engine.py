@@ -17,6 +17,7 @@ import numpy as np
 
 from zoo.convert.bert import AttentionQuant, BertModel, LayerNorm, Linear, fake_quant
 from zoo.convert.reference import MASK_VALUE
+from zoo.errors import InputError
 from zoo.runtime import _kernels as K
 from zoo.runtime.pack import PackedLinear, Workspace, pack_linear
 
@@ -37,7 +38,7 @@ def model_inputs(model: BertModel, input_ids: np.ndarray, attention_mask: np.nda
     mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64).reshape(ids.shape)
     types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids, dtype=np.int64).reshape(ids.shape)
     if ids.shape[1] > model.config.max_positions:
-        raise ValueError(f"sequence length {ids.shape[1]} exceeds the model's {model.config.max_positions} positions")
+        raise InputError(f"sequence length {ids.shape[1]} exceeds the model's {model.config.max_positions} positions")
     return ids, mask, types
 
 
@@ -85,12 +86,12 @@ class Engine:
     layers: list[EngineLayer]
     compile_seconds: float = 0.0
     workspace: Workspace = field(default_factory=Workspace)
-    tables: dict[str, np.ndarray] = field(default_factory=dict)  # embedding tables, fake-quantized once (elementwise)
+    tables: dict[str, np.ndarray] = field(init=False, repr=False)  # embedding tables, fake-quantized once (elementwise)
 
     def __post_init__(self) -> None:
         e = self.model.embeddings
-        for role in ("word", "position", "token_type"):
-            self.tables[role] = np.ascontiguousarray(fake_quant(e.output_q.get(role), getattr(e, role)), dtype=np.float32)
+        self.tables = {role: np.ascontiguousarray(fake_quant(e.output_q.get(role), getattr(e, role)), dtype=np.float32)
+                       for role in ("word", "position", "token_type")}
         self._table_ptrs = tuple(self.tables[role].ctypes.data for role in ("word", "position", "token_type"))
         self._embed_norm = Norm.of(e.ln)
 
@@ -111,7 +112,8 @@ class Engine:
         (batch, seq), hidden = ids.shape, t["word"].shape[1]
         for name, v, limit in (("token ids", ids, t["word"].shape[0]), ("token type ids", types, t["token_type"].shape[0])):
             if v.size and (v.min() < 0 or v.max() >= limit):  # the C gather does no bounds checks
-                raise ValueError(f"{name} must lie in [0, {limit}); got values in [{v.min()}, {v.max()}]")
+                raise InputError(f"{name} must lie in [0, {limit}); got values in [{v.min()}, {v.max()}]",
+                                 "the tokenizer and the model's config disagree on the vocabulary")
         ws = self.workspace
         x = ws.get("embeddings", (hidden, batch * seq))
         K.embed(*self._table_ptrs, ids.ctypes.data, types.ctypes.data, batch, seq, hidden, ws.ptr(x), self.threads)

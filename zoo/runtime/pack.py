@@ -92,23 +92,23 @@ class PackedLinear:
             if gelu:
                 K.gelu(ws.ptr(y), y.size, self.threads)
             return y
-        p = self.ptrs()
+        p, act = self.ptrs(), GELU if gelu else 0
         if self.kind == "csr-chunked":
             n = len(self.arrays) // 3
             for j in range(n):
-                flags = (ACCUMULATE if j else 0) | (GELU if gelu and j == n - 1 else 0)
+                flags = (ACCUMULATE if j else 0) | (act if j == n - 1 else 0)
                 K.spmm_f32(0, p[f"indptr{j}"], p[f"cols{j}"], p[f"vals{j}"], p["bias"], ws.ptr(x), ws.ptr(y), self.out_features,
                            self.in_features, t, self.threads, flags)
         elif self.kind in ("csr", "block4"):
             K.spmm_f32(0 if self.kind == "csr" else 1, p["indptr"], p["cols"], p["vals"], p["bias"], ws.ptr(x), ws.ptr(y),
-                       self.out_features, self.in_features, t, self.threads, int(gelu))
+                       self.out_features, self.in_features, t, self.threads, act)
         else:
             q = self.input_q
             assert q is not None
             x8 = ws.get(self.name + ".x8", (self.in_features // 4, t, 4), np.uint8)
             K.quantize(ws.ptr(x), ws.ptr(x8), self.in_features, t, float(q.scale), float(q.zero_point), self.threads)
             K.spmm_i8(p["indptr"], p["groups"], p["wpk"], p["scale"], p["offset"], ws.ptr(x8), ws.ptr(y), self.out_features, t,
-                      self.threads, 0, int(gelu))
+                      self.threads, 0, act)
         return y
 
 

@@ -1,7 +1,7 @@
 """Install-time validation: the compiled engine's outputs against the numpy reference, and its latency at
 batch 1 / sequence 128 against onnxruntime fp32 on the same weights, in the same process.
 
-The verdict is one line (``obert-3l-80-quant  3.8 ms p50  3.9x onnxruntime-fp32  outputs match``),
+The verdict is one line (``obert-3l-80-quant  3.9 ms p50  3.8x onnxruntime-fp32  outputs match``),
 recorded in the state DB. The expected speedup is the catalog's figure for the variant (``[runtime]`` in its
 stub, measured by bench/engines.py, with its source); without one, a sparse model is expected to beat
 onnxruntime fp32 (the product's promise) and a dense one to stay within 10% of it. Below the expectation,
