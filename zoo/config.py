@@ -1,12 +1,18 @@
-"""Configuration read from the environment, in one place.
+"""Configuration read from the environment, in one place, and the ``Settings`` built from it at the edge.
 
 ``ZOO_HOME`` (cache and state, default ``~/.cache/obert-zoo``), ``ZOO_CATALOG_URL`` (any SQLAlchemy
-URL; default: the bundled read-only ``registry.db``), ``ZOO_OFFLINE`` (no network at all).
+URL; default: the bundled read-only ``registry.db``), ``ZOO_OFFLINE`` (no network at all), ``ZOO_MIRRORS``,
+``ZOO_THREADS``, ``ZOO_TRUST_ON_FIRST_USE``.
+
+Every function here reads the environment when called, never at import. The CLI and ``zoo.load`` build
+one ``Settings`` (``Settings.from_env(home=...)``) and pass it down; lower layers take the values they
+need as parameters, so one process can serve two homes.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -64,3 +70,66 @@ def hf_cache_dir() -> Path:
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
     home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
     return Path(home).expanduser() / "hub"
+
+
+def trust_on_first_use() -> bool:
+    """``ZOO_TRUST_ON_FIRST_USE``: install files nothing vouches for, pinning what arrives (off by default)."""
+    return os.environ.get("ZOO_TRUST_ON_FIRST_USE", "").strip().lower() in _TRUE
+
+
+def threads() -> int | None:
+    """``ZOO_THREADS``: threads for the engines (unset: every core this process may run on)."""
+    value = os.environ.get("ZOO_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        from zoo.errors import ZooError
+
+        raise ZooError(f"ZOO_THREADS={value!r} is not a positive whole number", "unset it to use every core")
+    return int(value)
+
+
+def default_threads() -> int:
+    """Every core this process may run on (its affinity mask), the engines' default."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the stages below the edge need to know about where and how to work.
+
+    Built once by the CLI or the API (``Settings.from_env``), passed down explicitly; ``with_(...)``
+    derives a variant (``zoo demo`` runs in its own home without touching ``os.environ``).
+    """
+
+    home: Path = field(default_factory=zoo_home)
+    offline: bool = False
+    catalog_url: str | None = None
+    mirrors: tuple[str, ...] = ()
+    threads: int | None = None
+    trust_on_first_use: bool = False
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Settings from the environment; keyword overrides whose value is None keep the environment's."""
+        base = cls(home=zoo_home(), offline=offline(), catalog_url=catalog_url(), mirrors=tuple(mirrors()),
+                   threads=threads(), trust_on_first_use=trust_on_first_use())
+        return base.with_(**overrides)
+
+    def with_(self, **overrides: object) -> Settings:
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "home" in given:
+            given["home"] = Path(given["home"]).expanduser().resolve()  # type: ignore[arg-type]
+        if "mirrors" in given:
+            given["mirrors"] = tuple(given["mirrors"])  # type: ignore[arg-type]
+        return replace(self, **given)  # type: ignore[arg-type]
+
+    @property
+    def engine_threads(self) -> int:
+        return self.threads or default_threads()
+
+    def model_dir(self, name: str) -> Path:
+        return self.home / "models" / name

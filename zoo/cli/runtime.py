@@ -6,7 +6,7 @@ from contextlib import ExitStack
 
 import click
 
-from zoo.cli import app, console, emit_json, json_option
+from zoo.cli.app import console, emit_json, json_option
 
 
 def _model_for(name: str, synthetic: bool, stack: ExitStack):  # noqa: ANN202
@@ -32,7 +32,7 @@ def _model_for(name: str, synthetic: bool, stack: ExitStack):  # noqa: ANN202
     return source.label, load_model(source.path)
 
 
-@app.command("bench")
+@click.command("bench")
 @click.argument("names", nargs=-1)
 @click.option("--batch", default=1, show_default=True, help="Sequences per call.")
 @click.option("--seq", default=128, show_default=True, help="Tokens per sequence.")
@@ -91,3 +91,6 @@ def bench_cmd(names: tuple[str, ...], batch: int, seq: int, threads: int, engine
             table.add_row(entry["model"] + (" (synthetic)" if synthetic else ""), r.engine, f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
                           f"{r.items_per_s:.1f}", speed)
     console().print(table)
+
+
+COMMANDS = [bench_cmd]

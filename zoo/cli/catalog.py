@@ -1,60 +1,14 @@
-"""The ``zoo`` command: parses arguments, calls the API, prints with rich (or JSON with ``--json``).
-
-Built on click (typer's own base: typer itself now imports pydantic on every call, which alone would
-spend a quarter of the start-up budget). Heavy modules are imported inside commands so ``zoo --help``
-stays fast; the sub-command groups of other stages register themselves from their own modules.
-"""
+"""``zoo list``, ``show``, ``search``, ``recipe`` and ``zoo catalog ...``: the catalog's commands."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
+from zoo.cli.app import console, emit_json, json_option
 from zoo.errors import ZooError
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-@click.group(context_settings=CONTEXT)
-@click.version_option(package_name="obert-zoo", prog_name="zoo")
-def app() -> None:
-    """obert-zoo: the oBERT sparse BERT family: a catalog, verified downloads and a sparse CPU runtime.
-
-    \b
-    Start with:
-      zoo demo                          the whole flow offline, on a synthetic model
-      zoo list --layers 3 --sort f1     browse the catalog
-      zoo show obert-3l-80-quant        everything about one model
-      zoo download obert-3l-80-quant    fetch, verify, install (then zoo cache list)
-    """
-
-
-def json_option(fn: Any) -> Any:
-    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")(fn)
-
-
-def console() -> Any:
-    """A rich console; piped output gets a wide fixed width so tables are never truncated."""
-    from rich.console import Console
-
-    con = Console()
-    return con if con.is_terminal else Console(width=160)
-
-
-def emit_json(value: Any) -> None:
-    def default(o: Any) -> Any:
-        if dataclasses.is_dataclass(o) and not isinstance(o, type):
-            return o.to_dict() if hasattr(o, "to_dict") else dataclasses.asdict(o)
-        if isinstance(o, Path):
-            return str(o)
-        raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
-    sys.stdout.write(json.dumps(value, default=default, indent=2) + "\n")
 
 
 def _print_cards(cards: list, as_json: bool) -> None:
@@ -65,7 +19,7 @@ def _print_cards(cards: list, as_json: bool) -> None:
     console().print(model_table(cards))
 
 
-@app.command("list")
+@click.command("list")
 @click.option("--layers", type=int, help="Only models with this many encoder layers (12, 6, 3).")
 @click.option("--sparsity", type=float, help="Only models with this target sparsity in percent (0 = dense).")
 @click.option("--pattern", type=click.Choice(["dense", "unstructured", "block4"]), help="Only this sparsity pattern.")
@@ -84,7 +38,7 @@ def list_cmd(layers: int | None, sparsity: float | None, pattern: str | None, qu
     _print_cards(list_models(filters, sort=sort), as_json)
 
 
-@app.command()
+@click.command()
 @click.argument("name")
 @json_option
 def show(name: str, as_json: bool) -> None:
@@ -102,7 +56,7 @@ def show(name: str, as_json: bool) -> None:
     console().print(card_view(card))
 
 
-@app.command("search")
+@click.command("search")
 @click.argument("text")
 @json_option
 def search_cmd(text: str, as_json: bool) -> None:
@@ -112,7 +66,7 @@ def search_cmd(text: str, as_json: bool) -> None:
     _print_cards(search(text), as_json)
 
 
-@app.command()
+@click.command()
 @click.argument("name")
 @json_option
 def recipe(name: str, as_json: bool) -> None:
@@ -126,7 +80,7 @@ def recipe(name: str, as_json: bool) -> None:
     sys.stdout.write(to_yaml(card))
 
 
-@app.group("catalog")
+@click.group("catalog")
 def catalog_group() -> None:
     """Build and check the catalog database (registry.db) from stubs/."""
 
@@ -182,24 +136,4 @@ def catalog_check(stubs: Path | None, db: Path | None, as_json: bool) -> None:
         raise ZooError(f"{target} is stale against {src}", "run `zoo catalog build`")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: any ``ZooError`` becomes one line on stderr and exit status 1."""
-    try:
-        app.main(args=argv, prog_name="zoo", standalone_mode=False)
-    except ZooError as exc:
-        sys.stderr.write(f"error: {exc.one_line()}\n")
-        sys.exit(1)
-    except click.exceptions.Abort:
-        sys.stderr.write("interrupted (partial downloads are kept and resume on the next run)\n")
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-
-
-import zoo.cli_convert  # noqa: E402,F401  (registers inspect/export)
-import zoo.cli_fetch  # noqa: E402,F401  (registers download/verify/cache/mirror)
-import zoo.cli_pipelines  # noqa: E402,F401  (registers run/eval/demo)
-import zoo.cli_runtime  # noqa: E402,F401  (registers bench)
+COMMANDS = [list_cmd, show, search_cmd, recipe, catalog_group]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from zoo.cli import app, console, emit_json, json_option
+from zoo.cli.app import console, emit_json, json_option
 
 
 def _load(name_or_dir: str):  # noqa: ANN202
@@ -19,7 +19,7 @@ def _load(name_or_dir: str):  # noqa: ANN202
     return source, load_model(source.path)
 
 
-@app.command("inspect")
+@click.command("inspect")
 @click.argument("model")
 @json_option
 def inspect_cmd(model: str, as_json: bool) -> None:
@@ -49,7 +49,7 @@ def inspect_cmd(model: str, as_json: bool) -> None:
         sys.stderr.write(f"warning: {w}\n")
 
 
-@app.command("export")
+@click.command("export")
 @click.argument("model")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Where to write the ONNX file (default: next to the checkpoint).")
 @click.option("--fp32", is_flag=True, help="For a QAT model, export the float graph instead of the int8 QDQ graph.")
@@ -75,3 +75,6 @@ def export_cmd(model: str, output: Path | None, fp32: bool, as_json: bool) -> No
         return emit_json(result)
     console().print(f"wrote {out} ({result['bytes'] / 1e6:.1f} MB, {'int8 QDQ' if quantized else 'fp32'}, "
                     f"outputs {', '.join(bert.output_names)}) sha256 {digest[:16]}... in {result['seconds']} s")
+
+
+COMMANDS = [inspect_cmd, export_cmd]

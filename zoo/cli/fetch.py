@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from zoo.cli import app, console, emit_json, json_option
+from zoo.cli.app import console, emit_json, json_option
 
 
 def _mb(n: int | None) -> str:
@@ -27,7 +27,7 @@ def _install_table(result: object) -> object:
 QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bars (they are off anyway when stderr is not a terminal).")
 
 
-@app.command("download")
+@click.command("download")
 @click.argument("names", nargs=-1, required=True)
 @click.option("--revision", help="Branch, tag or commit to fetch (default: the catalog's, usually main).")
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL",
@@ -106,7 +106,7 @@ def _validate(name: str, path: Path, con: object) -> dict:
     return verdict.to_dict()
 
 
-@app.command("verify")
+@click.command("verify")
 @click.argument("names", nargs=-1)
 @QUIET
 @json_option
@@ -132,7 +132,7 @@ def verify_cmd(names: tuple[str, ...], quiet: bool, as_json: bool) -> None:
         raise IntegrityError(f"verification failed for {', '.join(bad)}; the bad files were removed", f"run `zoo download {' '.join(bad)}`")
 
 
-@app.group("cache")
+@click.group("cache")
 def cache_group() -> None:
     """Inspect and clean the cache ($ZOO_HOME, default ~/.cache/obert-zoo)."""
 
@@ -205,7 +205,7 @@ def cache_prune(keep_partial: bool, as_json: bool) -> None:
     return None
 
 
-@app.group("mirror")
+@click.group("mirror")
 def mirror_group() -> None:
     """Serve a directory of repos as a Hub-compatible endpoint, or fill one from the cache."""
 
@@ -245,3 +245,6 @@ def mirror_pull(names: tuple[str, ...], to: Path, as_json: bool) -> None:
     for d in done:
         console().print(f"{d['name']} -> {d['path']} ({d['files']} files, {_mb(d['bytes'])})")
     return None
+
+
+COMMANDS = [download_cmd, verify_cmd, cache_group, mirror_group]

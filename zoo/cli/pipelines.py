@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from zoo.cli import app, console, emit_json, json_option
+from zoo.cli.app import console, emit_json, json_option
 from zoo.errors import ZooError
 
 ENGINE = click.option("--engine", type=click.Choice(["auto", "sparse", "onnxruntime"]), default="auto", show_default=True,
@@ -38,7 +38,7 @@ def _stdin_records() -> list[dict[str, Any]]:
     return records
 
 
-@app.command("run")
+@click.command("run")
 @click.argument("name")
 @click.option("--question", help="Question (question-answering models).")
 @click.option("--context", help="Context to find the answer in.")
@@ -95,7 +95,7 @@ def run_cmd(name: str, question: str | None, context: str | None, context_file: 
     return None
 
 
-@app.command("eval")
+@click.command("eval")
 @click.argument("name")
 @click.option("--squad", "squad_file", type=click.Path(path_type=Path), required=True, help="SQuAD v1.1-format JSON file.")
 @click.option("--limit", type=int, help="Only the first N questions.")
@@ -137,7 +137,7 @@ def eval_cmd(name: str, squad_file: Path, limit: int | None, predictions: Path |
     return None
 
 
-@app.command("demo")
+@click.command("demo")
 @click.option("--home", type=click.Path(path_type=Path), help="Keep the demo's cache here (default: a temporary directory).")
 @click.option("--hidden", default=768, show_default=True, help="Width of the synthetic model (768: oBERT's full size).")
 @THREADS
@@ -151,3 +151,6 @@ def demo_cmd(home: Path | None, hidden: int, threads: int | None, as_json: bool)
     result = run((lambda _: None) if as_json else con.print, home=home, hidden=hidden, threads=threads)
     if as_json:
         emit_json(result)
+
+
+COMMANDS = [run_cmd, eval_cmd, demo_cmd]

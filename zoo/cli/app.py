@@ -1,0 +1,68 @@
+"""The root ``zoo`` group and the helpers every command module shares (a leaf: imports no command module).
+
+Built on click (typer's own base: typer itself now imports pydantic on every call, which alone would
+spend a quarter of the start-up budget). Heavy modules are imported inside commands so ``zoo --help``
+stays fast. Commands are defined in ``zoo/cli/<stage>.py`` and registered in ``zoo/cli/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from zoo.config import Settings
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="obert-zoo", prog_name="zoo")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Cache and state directory for this command (default: $ZOO_HOME, else ~/.cache/obert-zoo).")
+@click.pass_context
+def app(ctx: click.Context, home: Path | None) -> None:
+    """obert-zoo: the oBERT sparse BERT family: a catalog, verified downloads and a sparse CPU runtime.
+
+    \b
+    Start with:
+      zoo demo                          the whole flow offline, on a synthetic model
+      zoo list --layers 3 --sort f1     browse the catalog
+      zoo show obert-3l-80-quant        everything about one model
+      zoo download obert-3l-80-quant    fetch, verify, install (then zoo cache list)
+    """
+    ctx.obj = Settings.from_env(home=home)
+
+
+def settings(**overrides: object) -> Settings:
+    """The settings built by the root group for this invocation (with per-command overrides applied)."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root().obj if ctx is not None else None
+    return (root if isinstance(root, Settings) else Settings.from_env()).with_(**overrides)
+
+
+def json_option(fn: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")(fn)
+
+
+def console() -> Any:
+    """A rich console; piped output gets a wide fixed width so tables are never truncated."""
+    from rich.console import Console
+
+    con = Console()
+    return con if con.is_terminal else Console(width=160)
+
+
+def emit_json(value: Any) -> None:
+    def default(o: Any) -> Any:
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            return o.to_dict() if hasattr(o, "to_dict") else dataclasses.asdict(o)
+        if isinstance(o, Path):
+            return str(o)
+        raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+    sys.stdout.write(json.dumps(value, default=default, indent=2) + "\n")
