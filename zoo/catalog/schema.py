@@ -66,6 +66,14 @@ def matches(pattern: re.Pattern[str], what: str) -> Check:
     return lambda v: None if pattern.match(v) else f"must be {what}, got {v!r}"
 
 
+def repo_relative(v: str) -> str | None:
+    """A file path inside a repo: relative, with no ``..``, empty, or backslash parts (it becomes a cache path)."""
+    parts = v.split("/")
+    if v.startswith("/") or any(p in ("", ".", "..") or "\\" in p or "\0" in p or ":" in p for p in parts):
+        return f"must be a relative path inside the repo (no '..', no leading '/'), got {v!r}"
+    return None
+
+
 NUM = (int, float)
 STR = (str,)
 INT = (int,)
@@ -170,7 +178,7 @@ STUB = Table(
         "files": Array(
             Table(
                 {
-                    "path": F(STR, required=True),
+                    "path": F(STR, required=True, check=repo_relative),
                     "required": F(BOOL, default=True),
                     "size": F(INT, check=in_range(0, 1 << 45)),
                     "sha256": F(STR, check=matches(SHA256_RE, "64 lower-case hex digits")),
