@@ -133,3 +133,29 @@ class Settings:
 
     def model_dir(self, name: str) -> Path:
         return self.home / "models" / name
+
+
+def _number(var: str, default: float) -> float:
+    raw = os.environ.get(var, "").strip()
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        from zoo.errors import ZooError
+
+        raise ZooError(f"{var}={raw!r} is not a number", f"unset {var} or give a number") from None
+
+
+def trust_on_first_use() -> bool:
+    """``ZOO_TRUST_ON_FIRST_USE``: install (and pin) files no catalog, pin, listing or header vouches for."""
+    return os.environ.get("ZOO_TRUST_ON_FIRST_USE", "").strip().lower() in _TRUE
+
+
+def fetch_limits() -> dict[str, float]:
+    """How hard a download tries and how long it waits (``ZOO_RETRIES``, ``ZOO_RETRY_BACKOFF``, ``ZOO_READ_TIMEOUT``,
+    ``ZOO_MAX_RETRY_AFTER``, ``ZOO_RETRY_BUDGET``, ``ZOO_STALL_TIMEOUT``, ``ZOO_MIN_RATE``, ``ZOO_LOCK_TIMEOUT``,
+    ``ZOO_MAX_API_BYTES``), read now; the keys are ``zoo.fetch.transfer.Limits`` fields."""
+    return {"retries": int(_number("ZOO_RETRIES", 5)), "backoff": _number("ZOO_RETRY_BACKOFF", 0.25),
+            "read_timeout": _number("ZOO_READ_TIMEOUT", 60), "max_retry_after": _number("ZOO_MAX_RETRY_AFTER", 60),
+            "retry_budget": _number("ZOO_RETRY_BUDGET", 600), "stall_timeout": _number("ZOO_STALL_TIMEOUT", 30),
+            "min_rate": _number("ZOO_MIN_RATE", 1024), "lock_timeout": _number("ZOO_LOCK_TIMEOUT", 900),
+            "max_api_bytes": int(_number("ZOO_MAX_API_BYTES", 64 * 2**20))}
