@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, String, create_engine, select
@@ -113,63 +114,64 @@ def _engine(url: str) -> Engine:
     return engine
 
 
-def engine() -> Engine:
-    home = config.zoo_home()
+def engine(home: Path | None = None) -> Engine:
+    """The state database of ``home`` (default: ``$ZOO_HOME`` read now), created on first use."""
+    home = Path(home) if home is not None else config.zoo_home()
     home.mkdir(parents=True, exist_ok=True)
     return _engine(f"sqlite:///{home / 'state.db'}")
 
 
-def _latest(table: Any, model: str | None, limit: int) -> list[dict[str, Any]]:
+def _latest(table: Any, model: str | None, limit: int, home: Path | None = None) -> list[dict[str, Any]]:
     """The newest rows of a per-model history table (bench runs, validations), newest first."""
     stmt = select(table).order_by(table.id.desc()).limit(limit)
     if model:
         stmt = stmt.where(table.model == model)
-    with Session(engine()) as session:
+    with Session(engine(home)) as session:
         return [_row(r) for r in session.scalars(stmt)]
 
 
-def record_bench(model: str, synthetic: bool, results: list[Any], extra: dict[str, Any] | None = None) -> None:
+def record_bench(model: str, synthetic: bool, results: list[Any], extra: dict[str, Any] | None = None, home: Path | None = None) -> None:
     at = now()
-    with Session(engine()) as session:
+    with Session(engine(home)) as session:
         session.add_all(BenchRun(at=at, model=model, synthetic=synthetic, extra=extra or {}, **r.to_dict()) for r in results)
         session.commit()
 
 
-def bench_history(model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    return _latest(BenchRun, model, limit)
+def bench_history(model: str | None = None, limit: int = 50, home: Path | None = None) -> list[dict[str, Any]]:
+    return _latest(BenchRun, model, limit, home)
 
 
-def record_artifact(model: str, kind: str, path: str, sha256: str, size: int) -> None:
+def record_artifact(model: str, kind: str, path: str, sha256: str, size: int, home: Path | None = None) -> None:
     """Record (or refresh) a derived file; one row per path."""
     from sqlalchemy import delete
 
-    with Session(engine()) as session:
+    with Session(engine(home)) as session:
         session.execute(delete(Artifact).where(Artifact.path == path))
         session.add(Artifact(at=now(), model=model, kind=kind, path=path, sha256=sha256, size=size))
         session.commit()
 
 
-def artifacts(model: str | None = None) -> list[dict[str, Any]]:
+def artifacts(model: str | None = None, home: Path | None = None) -> list[dict[str, Any]]:
     stmt = select(Artifact).order_by(Artifact.id)
     if model:
         stmt = stmt.where(Artifact.model == model)
-    with Session(engine()) as session:
+    with Session(engine(home)) as session:
         return [_row(a) for a in session.scalars(stmt)]
 
 
-def record_install(record: dict[str, Any]) -> None:
+def record_install(record: dict[str, Any], home: Path | None = None) -> None:
     """Insert or replace the install row for ``record['name']`` (keys as in ``Install``)."""
     from sqlalchemy.dialects.sqlite import insert
 
     stmt = insert(Install).values(**record)
     stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={k: v for k, v in record.items() if k != "name"})
-    with Session(engine()) as session:
+    with Session(engine(home)) as session:
         session.execute(stmt)
         session.commit()
 
 
-def touch_verified(name: str, files: list[dict[str, Any]] | None = None) -> None:
-    with Session(engine()) as session:
+def touch_verified(name: str, files: list[dict[str, Any]] | None = None, home: Path | None = None) -> None:
+    with Session(engine(home)) as session:
         row = session.get(Install, name)
         if row is not None:
             row.verified_at = now()
@@ -178,43 +180,43 @@ def touch_verified(name: str, files: list[dict[str, Any]] | None = None) -> None
             session.commit()
 
 
-def forget_install(name: str) -> None:
+def forget_install(name: str, home: Path | None = None) -> None:
     from sqlalchemy import delete
 
-    with Session(engine()) as session:
+    with Session(engine(home)) as session:
         session.execute(delete(Install).where(Install.name == name))
         session.commit()
 
 
-def installs(name: str | None = None) -> list[dict[str, Any]]:
+def installs(name: str | None = None, home: Path | None = None) -> list[dict[str, Any]]:
     stmt = select(Install).order_by(Install.name)
     if name:
         stmt = stmt.where(Install.name == name)
-    with Session(engine()) as session:
+    with Session(engine(home)) as session:
         return [_row(r) for r in session.scalars(stmt)]
 
 
-def pinned(repo: str, revision: str, path: str) -> dict[str, Any] | None:
-    with Session(engine()) as session:
+def pinned(repo: str, revision: str, path: str, home: Path | None = None) -> dict[str, Any] | None:
+    with Session(engine(home)) as session:
         row = session.get(Pin, (repo, revision, path))
         return _row(row) if row else None
 
 
-def pin(repo: str, revision: str, path: str, sha256: str, size: int, source: str) -> None:
+def pin(repo: str, revision: str, path: str, sha256: str, size: int, source: str, home: Path | None = None) -> None:
     """Pin a hash on first use; an existing pin is never overwritten (a mismatch is the caller's error)."""
     from sqlalchemy.dialects.sqlite import insert
 
     stmt = insert(Pin).values(repo=repo, revision=revision, path=path, sha256=sha256, size=size, source=source, pinned_at=now())
-    with Session(engine()) as session:
+    with Session(engine(home)) as session:
         session.execute(stmt.on_conflict_do_nothing())
         session.commit()
 
 
-def record_validation(model: str, record: dict[str, Any]) -> None:
-    with Session(engine()) as session:
+def record_validation(model: str, record: dict[str, Any], home: Path | None = None) -> None:
+    with Session(engine(home)) as session:
         session.add(Validation(at=now(), model=model, record=record))
         session.commit()
 
 
-def validations(model: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-    return _latest(Validation, model, limit)
+def validations(model: str | None = None, limit: int = 20, home: Path | None = None) -> list[dict[str, Any]]:
+    return _latest(Validation, model, limit, home)
