@@ -21,15 +21,20 @@ __all__ = ["ZooError", "download", "list_models", "load", "resolve", "search", "
 def load(name_or_dir: str, **kwargs: Any) -> Any:
     """A ready pipeline (question answering or classification) for a catalog name or a local repo directory.
 
-    Keywords: ``engine="auto"|"sparse"|"onnxruntime"``, ``threads``, ``revision``, ``offline``, ``validate``.
+    Keywords: ``engine="auto"|"sparse"|"onnxruntime"``, ``threads``, ``revision``, ``offline``, ``validate``,
+    ``home`` (default ``$ZOO_HOME``), or a whole ``settings=zoo.config.Settings(...)``. The pipeline may be
+    called from many threads at once.
     """
-    from zoo.pipelines import load as _load
+    from zoo.prepare import load as _load
 
     return _load(name_or_dir, **kwargs)
 
 
 def download(name: str, **kwargs: Any) -> Any:
-    """Fetch, verify and install a catalog model; returns an ``InstallResult`` (see ``zoo download --help``)."""
+    """Fetch, verify and install a catalog model; returns an ``InstallResult`` (see ``zoo download --help``).
+
+    Keywords as ``zoo.fetch.download`` (``revision``, ``sources``, ``mirrors``, ``offline``, ``home``, ...).
+    """
     from zoo.fetch import download as _download
 
     return _download(name, **kwargs)

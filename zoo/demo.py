@@ -1,17 +1,21 @@
 """``zoo demo``: the whole product offline, on a synthetic oBERT-shaped model, one printed step at a time.
 
-Nothing touches the user's cache: the demo runs in a temporary ZOO_HOME (or ``--home DIR``), serves a
+Nothing touches the user's cache: the demo runs in a temporary home (or ``--home DIR``), passed down in its
+``Settings`` (the process environment is left alone), serves a
 synthetic repo named like ``obert-3l-80-quant`` from a local Hub-compatible mirror on 127.0.0.1, then
 downloads, verifies, converts, validates and answers a question exactly as with the real Hub.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zoo.config import Settings
 
 MODEL = "obert-3l-80-quant"
 QUESTION = "How tall is the Eiffel Tower?"
@@ -26,20 +30,17 @@ def run(say: Callable[[str], None], home: Path | None = None, hidden: int = 768,
     (then the installed demo model stays there; the mirror is always removed)."""
     import shutil
 
+    from zoo.config import Settings
+
     work = Path(tempfile.mkdtemp(prefix="zoo-demo-"))
-    previous = os.environ.get("ZOO_HOME")
-    os.environ["ZOO_HOME"] = str(Path(home).expanduser().resolve() if home else work / "home")
+    settings = Settings.from_env(home=home or work / "home", threads=threads).with_(offline=False)
     try:
-        return _steps(say, work, hidden, threads)
+        return _steps(say, work, hidden, settings)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if previous is None:
-            os.environ.pop("ZOO_HOME", None)
-        else:
-            os.environ["ZOO_HOME"] = previous
 
 
-def _steps(say: Callable[[str], None], work: Path, hidden: int, threads: int | None) -> dict:
+def _steps(say: Callable[[str], None], work: Path, hidden: int, settings: Settings) -> dict:
     from zoo.catalog import resolve
     from zoo.synth import SynthSpec, write_repo
 
@@ -57,31 +58,30 @@ def _steps(say: Callable[[str], None], work: Path, hidden: int, threads: int | N
     say(f"1. synthesized {card.name}: {spec.layers} layers x {spec.hidden} wide, {spec.sparsity:.0f}% {spec.pattern}, int8 QAT "
         f"(random weights; the real checkpoint is {card.repo} on the Hub)")
 
-    from zoo.fetch import download, verify
+    from zoo.fetch import verify
     from zoo.fetch.mirror import serve
     from zoo.fetch.sources import HubSource
+    from zoo.prepare import download, load
 
     server = serve(work / "mirror").start()
     try:
         say(f"2. serving it from a local Hub-compatible mirror at {server.url}")
         done = step("download")
-        result = download(card.name, sources=[HubSource(endpoint=server.url)])
+        result = download(card.name, settings, sources=[HubSource(endpoint=server.url)])
         done()
-        say(f"3. downloaded {len(result.files)} files, {result.fetched / 1e6:.1f} MB into {os.environ['ZOO_HOME']}; each verified "
+        say(f"3. downloaded {len(result.files)} files, {result.fetched / 1e6:.1f} MB into {settings.home}; each verified "
             f"by sha256 while streaming ({', '.join(sorted({f.verified_by for f in result.files}))})")
     finally:
         server.shutdown()
         server.server_close()
     done = step("verify")
-    checked = verify([card.name])
+    checked = verify([card.name], home=settings.home)
     done()
     say(f"4. re-verified from disk: {'ok' if all(v.ok for v in checked) else 'FAILED'} (mirror stopped: from here on, no network)")
 
-    import zoo
-
     verdicts = []
     done = step("load")
-    qa = zoo.load(card.name, threads=threads, offline=True, on_verdict=verdicts.append)
+    qa = load(card.name, settings.with_(offline=True), on_verdict=verdicts.append)
     done()
     verdict = verdicts[0]
     say(f"5. converted, compiled ({verdict.engine}) and validated against the reference and onnxruntime:")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from zoo.convert.bert import BertConfig, describe
+from zoo.convert.heads import HEADS
 from zoo.convert.torchsave import save_state_dict
 
 SPECIALS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103}
@@ -95,7 +96,7 @@ def prune(w: np.ndarray, sparsity: float, pattern: str) -> np.ndarray:
 
 
 def config_dict(spec: SynthSpec) -> dict:
-    arch = "BertForQuestionAnswering" if spec.task == "question-answering" else "BertForSequenceClassification"
+    arch = next(h.architectures[0] for h in HEADS if h.task == spec.task)
     cfg = {
         "architectures": [arch], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
         "hidden_size": spec.hidden, "initializer_range": 0.02, "intermediate_size": spec.intermediate, "layer_norm_eps": 1e-12,

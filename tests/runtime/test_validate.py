@@ -10,7 +10,8 @@ import pytest
 import zoo
 from zoo.convert.repo import load_model
 from zoo.runtime.engine import compile
-from zoo.runtime.validate import SPARSE_EXPECTED, expectation, validate
+from zoo.prepare import expectation
+from zoo.runtime.validate import SPARSE_EXPECTED, validate
 from zoo.synth import SynthSpec, write_repo
 
 
@@ -40,14 +41,14 @@ def test_catalog_figures_are_used_with_their_source(tiny: Path, raw_stubs: dict[
     with_figure = {name: s["runtime"] for name, s in raw_stubs.items() if "runtime" in s}
     assert with_figure, "no stub carries a [runtime] expectation: the test would be vacuous"
     for name, rt in with_figure.items():
-        assert expectation(name, model) == (rt["expected_speedup"], f"catalog: {rt['speedup_source']}")
+        assert expectation(zoo.resolve(name), model) == (rt["expected_speedup"], f"catalog: {rt['speedup_source']}")
         assert zoo.resolve(name).expected_speedup == rt["expected_speedup"]
 
 
 def test_a_slow_engine_warns_against_the_catalog_figure(tiny: Path, raw_stubs: dict[str, dict]) -> None:
     model = load_model(tiny)
     slow = SlowEngine(compile(model, threads=1, backend="sparse"))
-    verdict = validate("obert-3l-80-quant", model, slow, threads=1, runs=3, record=False)
+    verdict = validate("obert-3l-80-quant", model, slow, threads=1, runs=3, expected=expectation(zoo.resolve("obert-3l-80-quant"), model))
     figure = raw_stubs["obert-3l-80-quant"]["runtime"]["expected_speedup"]
     assert verdict.outputs_match and verdict.expected_speedup == round(figure, 2)
     assert verdict.warning is not None and verdict.speedup < figure
@@ -57,6 +58,6 @@ def test_a_slow_engine_warns_against_the_catalog_figure(tiny: Path, raw_stubs: d
 def test_uncatalogued_directories_get_the_default_rule(tiny: Path) -> None:
     model = load_model(tiny)
     slow = SlowEngine(compile(model, threads=1, backend="sparse"))
-    verdict = validate(str(tiny), model, slow, threads=1, runs=3, record=False)
+    verdict = validate(str(tiny), model, slow, threads=1, runs=3, expected=expectation(None, model))
     assert verdict.expected_speedup == SPARSE_EXPECTED
     assert verdict.warning is not None and "default for sparse encoders" in verdict.warning

@@ -45,6 +45,10 @@ def settings(**overrides: object) -> Settings:
     return (root if isinstance(root, Settings) else Settings.from_env()).with_(**overrides)
 
 
+THREADS = click.option("--threads", type=click.IntRange(min=1), default=None,
+                       help="Engine threads (default: $ZOO_THREADS, else every core this process may use).")
+
+
 def json_option(fn: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")(fn)
 

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import click
 
-from zoo.cli.app import console, emit_json, json_option
+from zoo.cli.app import console, emit_json, json_option, settings
 
 
 def _load(name_or_dir: str):  # noqa: ANN202
-    from zoo.convert import locate
-    from zoo.convert.repo import load_model
+    from zoo.prepare import load_model, locate
 
-    source = locate(name_or_dir)
-    return source, load_model(source.path)
+    chosen = settings()
+    source = locate(name_or_dir, chosen, fetch=False)
+    return source, load_model(source, chosen)
 
 
 @click.command("inspect")
@@ -68,7 +68,8 @@ def export_cmd(model: str, output: Path | None, fp32: bool, as_json: bool) -> No
     digest = export(bert, out, quantized=quantized)
     from zoo import state
 
-    state.record_artifact(source.label, "onnx-int8" if quantized else "onnx-fp32", str(out.resolve()), digest, out.stat().st_size)
+    state.record_artifact(source.label, "onnx-int8" if quantized else "onnx-fp32", str(out.resolve()), digest, out.stat().st_size,
+                          home=settings().home)
     result = {"model": source.label, "path": str(out), "sha256": digest, "quantized": quantized, "bytes": out.stat().st_size,
               "outputs": bert.output_names, "seconds": round(time.perf_counter() - start, 2)}
     if as_json:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from zoo.cli.app import console, emit_json, json_option
+from zoo.cli.app import console, emit_json, json_option, settings
+from zoo.config import Settings
 
 
 def _mb(n: int | None) -> str:
@@ -51,14 +52,15 @@ def download_cmd(names: tuple[str, ...], revision: str | None, mirrors: tuple[st
     use: later downloads must match. Interrupted downloads resume; a second download of an
     installed model touches no network.
     """
-    from zoo.fetch import download
     from zoo.fetch.progress import reporter
-    from zoo.fetch.sources import LocalDir, default_sources
+    from zoo.fetch.sources import LocalDir
+    from zoo.prepare import download
 
-    sources = [LocalDir(from_dir)] if from_dir else default_sources(list(mirrors) if mirrors else None)
+    chosen = settings(offline=offline, mirrors=mirrors or None)
+    sources = [LocalDir(from_dir)] if from_dir else None
     results = []
     for name in names:
-        result = download(name, revision=revision, sources=sources, offline=offline, dry_run=dry_run, refresh=refresh,
+        result = download(name, chosen, revision=revision, sources=sources, dry_run=dry_run, refresh=refresh,
                           reporter=reporter(quiet or as_json))
         results.append(result)
         if as_json:
@@ -80,25 +82,23 @@ def download_cmd(names: tuple[str, ...], revision: str | None, mirrors: tuple[st
                       "source's was trusted and recorded in state.db; later downloads must match it")
     verdicts = {}
     if not (dry_run or no_validate):
-        from zoo import state
+        from zoo.prepare import first_load
 
         for r in results:
-            if r.fetched or not state.validations(r.name, limit=1):
-                verdicts[r.name] = _validate(r.name, r.path, None if as_json else console())
+            if r.fetched or first_load(r.name, chosen):
+                verdicts[r.name] = _validate(r.name, chosen, None if as_json else console())
     if as_json:
         records = [{**r.to_dict(), "validation": verdicts.get(r.name)} for r in results]
         emit_json(records if len(records) > 1 else records[0])
 
 
-def _validate(name: str, path: Path, con: object) -> dict:
+def _validate(name: str, chosen: Settings, con: object) -> dict:
     """Convert, compile and validate an installed model; print the verdict line (and a warning if slow)."""
-    from zoo.convert.repo import load_model
-    from zoo.runtime.engine import compile, default_threads
-    from zoo.runtime.validate import validate
+    from zoo.prepare import prepare
 
-    threads = default_threads()
-    model = load_model(path)
-    verdict = validate(name, model, compile(model, threads=threads), threads)
+    verdict = prepare(name, chosen, fetch=False, validate_engine=True).verdict
+    if verdict is None:  # pragma: no cover - validate_engine=True always yields one
+        return {}
     if con is not None:
         con.print(verdict.line())  # type: ignore[attr-defined]
         if verdict.warning:

@@ -10,18 +10,18 @@ from typing import Any
 
 import click
 
-from zoo.cli.app import console, emit_json, json_option
+from zoo.cli.app import THREADS, console, emit_json, json_option, settings
 from zoo.errors import ZooError
 
 ENGINE = click.option("--engine", type=click.Choice(["auto", "sparse", "onnxruntime"]), default="auto", show_default=True,
                       help="auto: the sparse engine for sparse models, onnxruntime for dense ones.")
-THREADS = click.option("--threads", type=int, default=None, help="Threads (default: all cores).")
 
 
 def _load(name: str, engine: str, threads: int | None) -> Any:
-    import zoo
+    from zoo.prepare import load
 
-    return zoo.load(name, engine=engine, threads=threads, on_verdict=lambda v: click.echo(v.line(), err=True))
+    return load(name, settings(threads=threads), engine=engine, on_verdict=lambda v: click.echo(v.line(), err=True),
+                on_status=lambda text: click.echo(text, err=True))
 
 
 def _stdin_records() -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from contextlib import ExitStack
 
 import click
 
-from zoo.cli.app import console, emit_json, json_option
+from zoo.cli.app import THREADS, console, emit_json, json_option, settings
 
 
 def _model_for(name: str, synthetic: bool, stack: ExitStack):  # noqa: ANN202
@@ -14,35 +14,35 @@ def _model_for(name: str, synthetic: bool, stack: ExitStack):  # noqa: ANN202
 
     A synthetic repo lives in a temporary directory held open by ``stack``: its checkpoint is memory-mapped.
     """
-    from zoo.convert.repo import load_model
-
     if synthetic:
         import tempfile
         from pathlib import Path
 
         from zoo.catalog import resolve
+        from zoo.convert.repo import load_model as convert
         from zoo.synth import SynthSpec, write_repo
 
         card = resolve(name)
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="zoo-synth-"))
-        return card.name, load_model(write_repo(Path(tmp) / card.name, SynthSpec.for_card(card)))
-    from zoo.convert import locate
+        return card.name, convert(write_repo(Path(tmp) / card.name, SynthSpec.for_card(card)))
+    from zoo.prepare import load_model, locate
 
-    source = locate(name)
-    return source.label, load_model(source.path)
+    chosen = settings()
+    source = locate(name, chosen, fetch=False)
+    return source.label, load_model(source, chosen)
 
 
 @click.command("bench")
 @click.argument("names", nargs=-1)
 @click.option("--batch", default=1, show_default=True, help="Sequences per call.")
 @click.option("--seq", default=128, show_default=True, help="Tokens per sequence.")
-@click.option("--threads", default=0, help="Threads for every engine (default: all cores).")
+@THREADS
 @click.option("--engines", default="sparse,onnxruntime,onnxruntime-int8", show_default=True, help="Comma-separated engines to compare.")
 @click.option("--runs", default=30, show_default=True, help="Timed calls per engine (after 3 warm-up calls).")
 @click.option("--synthetic", is_flag=True, help="Benchmark a full-size synthetic model shaped like each catalog entry (no download needed).")
 @click.option("--history", is_flag=True, help="Show stored results instead of running (optionally for NAMES).")
 @json_option
-def bench_cmd(names: tuple[str, ...], batch: int, seq: int, threads: int, engines: str, runs: int, synthetic: bool, history: bool,
+def bench_cmd(names: tuple[str, ...], batch: int, seq: int, threads: int | None, engines: str, runs: int, synthetic: bool, history: bool,
               as_json: bool) -> None:
     """p50/p90 latency and throughput of NAMES on each engine, with speedups vs onnxruntime fp32.
 
@@ -55,7 +55,7 @@ def bench_cmd(names: tuple[str, ...], batch: int, seq: int, threads: int, engine
     from zoo.errors import ZooError
 
     if history:
-        rows = [r for n in (names or (None,)) for r in state.bench_history(n)]
+        rows = [r for n in (names or (None,)) for r in state.bench_history(n, home=settings().home)]
         if as_json:
             return emit_json(rows)
         table = Table(title="benchmark history", title_justify="left")
@@ -69,16 +69,16 @@ def bench_cmd(names: tuple[str, ...], batch: int, seq: int, threads: int, engine
     if not names:
         raise ZooError("name at least one model to benchmark", "e.g. `zoo bench obert-3l-80-quant --synthetic`")
     from zoo.runtime.bench import bench_model
-    from zoo.runtime.engine import default_threads
 
     chosen = tuple(e.strip() for e in engines.split(",") if e.strip())
-    threads = threads or default_threads()
+    home = settings().home
+    threads = settings(threads=threads).engine_threads
     report = []
     for name in names:
         with ExitStack() as stack:
             label, model = _model_for(name, synthetic, stack)
             results = bench_model(model, chosen, batch=batch, seq=seq, threads=threads, runs=runs)
-        state.record_bench(label, synthetic, results)
+        state.record_bench(label, synthetic, results, home=home)
         report.append({"model": label, "synthetic": synthetic, "results": results})
     if as_json:
         return emit_json(report)

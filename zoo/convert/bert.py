@@ -8,18 +8,29 @@ that cannot be placed is an error listing it, never silently dropped.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from zoo.convert.heads import Head, head_for, outputs_of, task_of
 from zoo.errors import CheckpointError
 
 ACT_RANGE = (0, 255)  # uint8 activations
 WEIGHT_RANGE = (-128, 127)  # int8 weights and embedding tables
 IGNORED_SUFFIXES = ("fake_quant_enabled", "observer_enabled", "activation_post_process.eps", "min_val", "max_val", ".eps")
 IGNORED_KEYS = ("embeddings.position_ids", "embeddings.token_type_ids")
+MAX_CONFIG_BYTES = 16 << 20
+# config.json integer fields: (default when absent, None = required; smallest; largest). The upper bounds are
+# sanity bounds; the real bound is the checkpoint, whose every tensor must match the shape the config implies.
+CONFIG_INTS: dict[str, tuple[int | None, int, int]] = {
+    "hidden_size": (None, 1, 1 << 16), "num_hidden_layers": (None, 1, 1 << 10), "num_attention_heads": (None, 1, 1 << 12),
+    "intermediate_size": (None, 1, 1 << 18), "vocab_size": (None, 1, 1 << 24), "max_position_embeddings": (512, 1, 1 << 20),
+    "type_vocab_size": (2, 1, 1 << 10),
+}
+MAX_LABELS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -117,43 +128,82 @@ class BertConfig:
     hidden_act: str = "gelu"
 
     @property
+    def head(self) -> Head | None:
+        return head_for(self.architecture)
+
+    @property
     def task(self) -> str:
-        arch = self.architecture
-        if arch.endswith("ForQuestionAnswering"):
-            return "question-answering"
-        if arch.endswith("ForSequenceClassification"):
-            return "text-classification"
-        return "feature-extraction"
+        return task_of(self.head)
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> BertConfig:
-        try:
-            archs = cfg.get("architectures") or ["BertModel"]
-            id2label = cfg.get("id2label") or {}
-            labels = tuple(id2label[k] for k in sorted(id2label, key=int)) if id2label else ()
-            if not labels and cfg.get("num_labels"):
-                labels = tuple(f"LABEL_{i}" for i in range(int(cfg["num_labels"])))
-            conf = cls(
-                hidden=int(cfg["hidden_size"]), layers=int(cfg["num_hidden_layers"]), heads=int(cfg["num_attention_heads"]),
-                intermediate=int(cfg["intermediate_size"]), vocab_size=int(cfg["vocab_size"]),
-                max_positions=int(cfg.get("max_position_embeddings", 512)), type_vocab_size=int(cfg.get("type_vocab_size", 2)),
-                eps=float(cfg.get("layer_norm_eps", 1e-12)), architecture=str(archs[0]), labels=labels,
-                hidden_act=str(cfg.get("hidden_act", "gelu")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"config.json lacks or mistypes a BERT field: {exc}") from None
-        if conf.hidden % conf.heads:
-            raise CheckpointError(f"config.json: hidden_size {conf.hidden} is not divisible by num_attention_heads {conf.heads}")
-        if conf.hidden_act not in ("gelu", "gelu_new", "gelu_python"):
-            raise CheckpointError(f"config.json: hidden_act {conf.hidden_act!r} is not supported (gelu only)")
-        return conf
+        """Validate every field a BERT config.json carries; a bad one is a ``CheckpointError`` naming it."""
+        if not isinstance(cfg, dict):
+            raise CheckpointError(f"config.json holds a JSON {type(cfg).__name__}, not an object")
+        ints = {key: _config_int(cfg, key, *bounds) for key, bounds in CONFIG_INTS.items()}
+        hidden, heads = ints["hidden_size"], ints["num_attention_heads"]
+        if hidden % heads:
+            raise CheckpointError(f"config.json: hidden_size {hidden} is not divisible by num_attention_heads {heads}")
+        eps = cfg.get("layer_norm_eps", 1e-12)
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not (math.isfinite(eps) and 0 < eps <= 1):
+            raise CheckpointError(f"config.json: layer_norm_eps must be a finite number in (0, 1], got {_shown(eps)}")
+        archs = cfg.get("architectures") or ["BertModel"]
+        if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+            raise CheckpointError(f"config.json: architectures must be a list of names, got {_shown(archs)}")
+        hidden_act = cfg.get("hidden_act", "gelu")
+        if hidden_act not in ("gelu", "gelu_new", "gelu_python"):
+            raise CheckpointError(f"config.json: hidden_act {_shown(hidden_act)} is not supported (gelu only)")
+        return cls(hidden=hidden, layers=ints["num_hidden_layers"], heads=heads, intermediate=ints["intermediate_size"],
+                   vocab_size=ints["vocab_size"], max_positions=ints["max_position_embeddings"],
+                   type_vocab_size=ints["type_vocab_size"], eps=float(eps), architecture=archs[0], labels=_config_labels(cfg),
+                   hidden_act=hidden_act)
 
     @classmethod
     def from_file(cls, path: Path) -> BertConfig:
+        path = Path(path)
         try:
-            return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{path}: cannot read config.json: {exc}") from None
+            if path.stat().st_size > MAX_CONFIG_BYTES:
+                raise CheckpointError(f"{path}: config.json is {path.stat().st_size} bytes, over the {MAX_CONFIG_BYTES} byte limit")
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot read config.json: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise CheckpointError(f"{path}: config.json is not UTF-8 text (byte {exc.start})") from None
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, too many digits in an integer, nesting
+            raise CheckpointError(f"{path}: config.json is not valid JSON: {str(exc)[:200]}") from None
+        return cls.from_dict(data)
+
+
+def _shown(value: object) -> str:
+    """A config value for an error message: short even when the value is a 5,000-digit integer."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _config_int(cfg: dict[str, Any], key: str, default: int | None, lo: int, hi: int) -> int:
+    if key not in cfg and default is not None:
+        return default
+    value = cfg.get(key)
+    if key not in cfg:
+        raise CheckpointError(f"config.json lacks {key}", "is this a BERT model's config?")
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise CheckpointError(f"config.json: {key} must be an integer from {lo} to {hi}, got {_shown(value)}")
+    return value
+
+
+def _config_labels(cfg: dict[str, Any]) -> tuple[str, ...]:
+    """Label names from ``id2label`` (keys "0".."n-1"), else ``LABEL_i`` for ``num_labels``."""
+    id2label = cfg.get("id2label") or {}
+    if not isinstance(id2label, dict) or len(id2label) > MAX_LABELS:
+        raise CheckpointError(f"config.json: id2label must be an object of at most {MAX_LABELS} labels")
+    if id2label:
+        if sorted(id2label) != sorted(str(i) for i in range(len(id2label))) or not all(isinstance(v, str) for v in id2label.values()):
+            raise CheckpointError("config.json: id2label must map \"0\", \"1\", ... to label names")
+        return tuple(id2label[str(i)] for i in range(len(id2label)))
+    num = cfg.get("num_labels")
+    if num is None or num == 0:
+        return ()
+    return tuple(f"LABEL_{i}" for i in range(_config_int(cfg, "num_labels", None, 1, MAX_LABELS)))
 
 
 @dataclass
@@ -161,17 +211,29 @@ class BertModel:
     config: BertConfig
     embeddings: Embeddings
     layers: list[Layer]
-    qa: Linear | None = None
-    pooler: Linear | None = None
-    classifier: Linear | None = None
+    head: Head | None = None  # from zoo.convert.heads, chosen by the config's architecture
+    head_linear: Linear | None = None
+    pooler: Linear | None = None  # pooled heads only, when the checkpoint has one
+    nonfinite: tuple[str, ...] = ()  # checkpoint tensors holding NaN or inf (inspect warns, compile refuses)
+
+    def require_finite(self) -> None:
+        """Refuse a model whose weights hold NaN or inf: it would answer "" with score 0, silently."""
+        if self.nonfinite:
+            more = f" and {len(self.nonfinite) - 1} more" if len(self.nonfinite) > 1 else ""
+            raise CheckpointError(f"tensor '{self.nonfinite[0]}'{more} holds NaN or inf values; refusing to run this model",
+                                  "the checkpoint is corrupt or was saved after training diverged")
 
     @property
     def task(self) -> str:
-        if self.qa is not None:
-            return "question-answering"
-        if self.classifier is not None:
-            return "text-classification"
-        return "feature-extraction"
+        return task_of(self.head)
+
+    @property
+    def qa(self) -> Linear | None:
+        return self.head_linear if self.head is not None and self.head.span else None
+
+    @property
+    def classifier(self) -> Linear | None:
+        return self.head_linear if self.head is not None and not self.head.span else None
 
     @property
     def quantized(self) -> bool:
@@ -179,8 +241,7 @@ class BertModel:
 
     @property
     def output_names(self) -> list[str]:
-        return {"question-answering": ["start_logits", "end_logits"], "text-classification": ["logits"]}.get(
-            self.task, ["last_hidden_state"])
+        return outputs_of(self.head)
 
 
 class _Keys:
@@ -189,6 +250,7 @@ class _Keys:
     def __init__(self, state: dict[str, np.ndarray]) -> None:
         self.state = state
         self.used: set[str] = set()
+        self.nonfinite: list[str] = []
         self.prefix = "bert." if any(k.startswith("bert.") for k in state) else ""
 
     def find(self, *candidates: str, bare: bool = False) -> str | None:
@@ -207,7 +269,10 @@ class _Keys:
         if shape is not None and tuple(arr.shape) != shape:
             raise CheckpointError(f"tensor '{key}' has shape {tuple(arr.shape)}, config.json implies {shape}")
         self.used.add(key)
-        return np.asarray(arr, dtype=np.float32)
+        out = np.asarray(arr, dtype=np.float32)
+        if not np.isfinite(out.sum(dtype=np.float64)):  # a float64 sum of float32 values overflows only on inf/NaN
+            self.nonfinite.append(key)
+        return out
 
     def qparams(self, base: str, qrange: tuple[int, int], bare: bool = False) -> QParams | None:
         scale_key = self.find(f"{base}.scale", bare=bare)
@@ -215,8 +280,14 @@ class _Keys:
         if scale_key is None or zp_key is None:
             return None
         self.used.update((scale_key, zp_key))
-        scale = float(np.asarray(self.state[scale_key]).reshape(-1)[0])
-        zp = int(np.asarray(self.state[zp_key]).reshape(-1)[0])
+        scale_arr, zp_arr = np.asarray(self.state[scale_key]).reshape(-1), np.asarray(self.state[zp_key]).reshape(-1)
+        if not scale_arr.size or not zp_arr.size:
+            raise CheckpointError(f"'{scale_key}' or '{zp_key}' is empty: a quantization point needs a scale and a zero point")
+        scale, zp = float(scale_arr[0]), zp_arr[0]
+        if not np.isfinite(zp) or not math.isfinite(scale):
+            self.nonfinite.append(scale_key if not math.isfinite(scale) else zp_key)
+            scale, zp = (scale if math.isfinite(scale) else 1.0), (zp if np.isfinite(zp) else 0)
+        zp = int(zp)
         if not scale > 0:
             raise CheckpointError(f"'{scale_key}' is {scale}: a quantization scale must be positive")
         return QParams(scale, zp, *qrange)
@@ -295,18 +366,20 @@ def describe(state: dict[str, np.ndarray], config: BertConfig) -> BertModel:
             attn_q=_attention_quant(keys, f"{p}.attention.self"),
         ))
     model = BertModel(config=config, embeddings=_embeddings(keys, config), layers=layers)
-    if keys.find("qa_outputs.module.weight", "qa_outputs.weight", bare=True):
-        model.qa = _linear(keys, "qa_outputs", 2, h, bare=True)
-    elif keys.find("classifier.module.weight", "classifier.weight", bare=True):
-        n = len(config.labels) or int(state.get("classifier.weight", state.get("classifier.module.weight")).shape[0])
-        model.classifier = _linear(keys, "classifier", n, h, bare=True)
-        if keys.find("pooler.dense.weight", "pooler.dense.module.weight"):
+    head = model.head = config.head
+    if head is not None:
+        name = head.weight
+        if not keys.find(f"{name}.module.weight", f"{name}.weight", bare=True):
+            raise CheckpointError(f"{config.architecture} checkpoint has no {name}.weight", "the file does not match its config.json")
+        n = 2 if head.span else len(config.labels) or (np.shape(state.get(f"{name}.weight", state.get(f"{name}.module.weight")))[:1] or (0,))[0]
+        model.head_linear = _linear(keys, name, n, h, bare=True)
+        if head.pooled and keys.find("pooler.dense.weight", "pooler.dense.module.weight"):
             model.pooler = _linear(keys, keys.prefix + "pooler.dense", h, h, bare=True)
-    else:
-        ignorable = [k for k in keys.leftovers() if k.startswith(("cls.", keys.prefix + "pooler."))]
-        keys.used.update(ignorable)  # masked-LM and pooler heads of upstream models: encoder-only use
+    else:  # masked-LM, pooler and task heads of encoder-only configs: the encoder is used alone
+        keys.used.update(k for k in keys.leftovers() if k.startswith(("cls.", "qa_outputs.", "classifier.", keys.prefix + "pooler.")))
     extra = keys.leftovers()
     if extra:
         shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
         raise CheckpointError(f"checkpoint has {len(extra)} tensor(s) that fit no BERT role: {shown}")
+    model.nonfinite = tuple(keys.nonfinite)
     return model

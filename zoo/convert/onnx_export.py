@@ -127,19 +127,22 @@ def build_graph(model: BertModel, quantized: bool | None = None):  # noqa: ANN20
         x = g.layer_norm(g.op("Add", [ffn, x]), layer.ln_out)  # type: ignore[list-item, arg-type]
 
     names = model.output_names
-    if model.qa is not None:
-        logits = g.linear(x, model.qa)
-        halves = g.op("Split", [logits, g.const(np.array([1, 1], dtype=np.int64))], outputs=2, axis=-1)
-        axis = g.const(np.array([-1], dtype=np.int64))
-        for half, out in zip(halves, names, strict=True):
-            g.nodes.append(helper.make_node("Squeeze", [half, axis], [out], name=g.name("Squeeze")))
-        shapes = [["batch", "sequence"]] * 2
-    elif model.classifier is not None:
-        pooled = g.op("Gather", [x, g.const(np.int64(0))], axis=1)
-        if model.pooler is not None:
-            pooled = g.op("Tanh", [g.linear(pooled, model.pooler)])  # type: ignore[arg-type]
-        g.nodes.append(helper.make_node("Identity", [g.linear(pooled, model.classifier)], names, name=g.name("Identity")))  # type: ignore
-        shapes = [["batch", len(c.labels) or model.classifier.weight.shape[0]]]
+    head, head_linear = model.head, model.head_linear
+    if head is not None and head_linear is not None:
+        if head.pooled:
+            x = g.op("Gather", [x, g.const(np.int64(0))], axis=1)
+            if model.pooler is not None:
+                x = g.op("Tanh", [g.linear(x, model.pooler)])  # type: ignore[arg-type]
+        logits = g.linear(x, head_linear)  # type: ignore[arg-type]
+        if head.span:
+            halves = g.op("Split", [logits, g.const(np.array([1, 1], dtype=np.int64))], outputs=2, axis=-1)
+            axis = g.const(np.array([-1], dtype=np.int64))
+            for half, out in zip(halves, names, strict=True):
+                g.nodes.append(helper.make_node("Squeeze", [half, axis], [out], name=g.name("Squeeze")))
+            shapes = [["batch", "sequence"]] * 2
+        else:
+            g.nodes.append(helper.make_node("Identity", [logits], names, name=g.name("Identity")))
+            shapes = [["batch", head_linear.weight.shape[0]]]
     else:
         g.nodes.append(helper.make_node("Identity", [x], names, name=g.name("Identity")))
         shapes = [["batch", "sequence", c.hidden]]

@@ -97,15 +97,13 @@ class Reference:
         for i in range(len(self.model.layers)):
             x = self.encoder_layer(i, x, mask_add)
         m = self.model
-        if m.qa is not None:
-            logits = self.linear(m.qa, x)
-            return {"start_logits": logits[..., 0], "end_logits": logits[..., 1]}
-        if m.classifier is not None:
-            pooled = x[:, 0]
+        if m.head is None or m.head_linear is None:
+            return {"last_hidden_state": x}
+        if m.head.pooled:
+            x = x[:, 0]
             if m.pooler is not None:
-                pooled = np.tanh(self.linear(m.pooler, pooled)).astype(self.dtype)
-            return {"logits": self.linear(m.classifier, pooled)}
-        return {"last_hidden_state": x}
+                x = np.tanh(self.linear(m.pooler, x)).astype(self.dtype)
+        return m.head.outputs_of(self.linear(m.head_linear, x), lambda a, i: a[..., i])
 
 
 def forward(model: BertModel, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,

@@ -1,8 +1,8 @@
 """Install-time validation: the compiled engine's outputs against the numpy reference, and its latency at
 batch 1 / sequence 128 against onnxruntime fp32 on the same weights, in the same process.
 
-The verdict is one line (``obert-3l-80-quant  3.9 ms p50  3.8x onnxruntime-fp32  outputs match``),
-recorded in the state DB. The expected speedup is the catalog's figure for the variant (``[runtime]`` in its
+The verdict is one line (``obert-3l-80-quant  3.9 ms p50  3.8x onnxruntime-fp32  outputs match``);
+``zoo.prepare`` records it in the state DB. The expected speedup is the catalog's figure for the variant (``[runtime]`` in its
 stub, measured by bench/engines.py, with its source); without one, a sparse model is expected to beat
 onnxruntime fp32 (the product's promise) and a dense one to stay within 10% of it. Below the expectation,
 the warning names the likely cause.
@@ -51,7 +51,7 @@ class Verdict:
 
 def tolerance(model: BertModel, ref: dict[str, np.ndarray]) -> float:
     """fp32: 1e-4 relative to the logits' scale; int8: one quantization step of the head's input."""
-    head = model.qa or model.classifier
+    head = model.head_linear
     if head is not None and head.input_q is not None:
         return float(head.input_q.scale * np.abs(head.weight).sum(axis=1).max())
     scale = max(1.0, max(float(np.abs(v).max()) for v in ref.values()))
@@ -80,18 +80,8 @@ def _cause(threads: int, model: BertModel) -> str:
     return "; ".join(causes) or "no obvious cause: rerun `zoo bench` on an idle machine"
 
 
-def expectation(name: str, model: BertModel) -> tuple[float, str]:
-    """The speedup over onnxruntime fp32 this variant should reach, and where that figure comes from."""
-    from zoo.errors import ZooError
-
-    try:
-        import zoo
-
-        card = zoo.resolve(name)
-    except ZooError:  # a directory or an uncatalogued name
-        card = None
-    if card is not None and card.expected_speedup:
-        return card.expected_speedup, f"catalog: {card.speedup_source}"
+def default_expectation(model: BertModel) -> tuple[float, str]:
+    """The rule for models the catalog has no figure for: sparse beats onnxruntime fp32, dense stays within 10%."""
     from zoo.runtime.engine import encoder_density
 
     if encoder_density(model) > 0.5:
@@ -99,7 +89,10 @@ def expectation(name: str, model: BertModel) -> tuple[float, str]:
     return SPARSE_EXPECTED, "default for sparse encoders: faster than onnxruntime fp32"
 
 
-def validate(name: str, model: BertModel, engine: Any, threads: int, runs: int = 20, record: bool = True) -> Verdict:
+def validate(name: str, model: BertModel, engine: Any, threads: int, runs: int = 20,
+             expected: tuple[float, str] | None = None) -> Verdict:
+    """Outputs against the reference, latency against onnxruntime fp32; ``expected`` is (speedup, its source),
+    by default ``default_expectation``. The caller records the verdict (``zoo.prepare`` does)."""
     import time
 
     from zoo.convert.reference import forward
@@ -128,7 +121,7 @@ def validate(name: str, model: BertModel, engine: Any, threads: int, runs: int =
             session = _ort_session(path, threads)
             ort_p50 = statistics.median(time_runs(lambda: session.run(None, feed), runs))
     speedup = ort_p50 / p50
-    expected, why = expectation(name, model)
+    expected, why = expected or default_expectation(model)
     kinds = engine.kinds()
     label = "onnxruntime" if isinstance(engine, OnnxRuntimeEngine) else "sparse(" + ",".join(sorted(kinds)) + ")"
     warning = None
@@ -137,8 +130,4 @@ def validate(name: str, model: BertModel, engine: Any, threads: int, runs: int =
                    f"({why}); likely cause: {_cause(threads, model)}")
     verdict = Verdict(name, label, round(p50, 3), round(ort_p50, 3), round(speedup, 2), round(expected, 2), worst, tol,
                       worst <= tol, threads, cpu_summary(), warning, round(time.perf_counter() - started, 2))
-    if record:
-        from zoo import state
-
-        state.record_validation(name, verdict.to_dict())
     return verdict
