@@ -72,11 +72,6 @@ def hf_cache_dir() -> Path:
     return Path(home).expanduser() / "hub"
 
 
-def trust_on_first_use() -> bool:
-    """``ZOO_TRUST_ON_FIRST_USE``: install files nothing vouches for, pinning what arrives (off by default)."""
-    return os.environ.get("ZOO_TRUST_ON_FIRST_USE", "").strip().lower() in _TRUE
-
-
 def threads() -> int | None:
     """``ZOO_THREADS``: threads for the engines (unset: every core this process may run on)."""
     value = os.environ.get("ZOO_THREADS", "").strip()
