@@ -67,8 +67,22 @@ class IntegrityError(ZooError, ValueError):
     """A file's size or hash is not what the catalog, the source or the pinned record says."""
 
 
+class UnvouchedError(IntegrityError):
+    """Nothing (catalog, pin, listing, response header, hashes file) vouches for a file's hash; it was not installed."""
+
+
 class FetchError(ZooError, ConnectionError):
-    """A source could not deliver a file (HTTP error, refused connection, retries exhausted)."""
+    """A source could not deliver a file (HTTP error, refused connection, retries exhausted).
+
+    ``status`` is the HTTP status when a server answered (None for network failures)."""
+
+    def __init__(self, message: str, hint: str | None = None, *, status: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
+class RemoteNotFoundError(FetchError, LookupError):
+    """The source answered that the repository, revision or file does not exist (HTTP 404 and the Hub's kin)."""
 
 
 class OfflineError(ZooError, ConnectionError):
@@ -85,3 +99,7 @@ class NotInstalledError(ZooError, LookupError):
 
 class LockTimeoutError(ZooError, TimeoutError):
     """Another process held a download lock for too long."""
+
+
+class StateError(ZooError, RuntimeError):
+    """The state database (``$ZOO_HOME/state.db``: pins, installs, history) is unreadable; nothing was changed."""
