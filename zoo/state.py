@@ -6,6 +6,8 @@ hash each file was verified against, hashes pinned on first use, and install-tim
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from zoo import config
+from zoo.errors import StateError
 
 
 class StateBase(DeclarativeBase):
@@ -114,11 +117,40 @@ def _engine(url: str) -> Engine:
     return engine
 
 
+def path(home: Path | None = None) -> Path:
+    """The state database of ``home`` (default: ``$ZOO_HOME`` read now)."""
+    return (Path(home) if home is not None else config.zoo_home()) / "state.db"
+
+
 def engine(home: Path | None = None) -> Engine:
     """The state database of ``home`` (default: ``$ZOO_HOME`` read now), created on first use."""
-    home = Path(home) if home is not None else config.zoo_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return _engine(f"sqlite:///{home / 'state.db'}")
+    db = path(home)
+    with _guard(db):
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return _engine(f"sqlite:///{db}")
+
+
+@contextmanager
+def _guard(db: Path) -> Iterator[None]:
+    """A damaged or unusable state.db becomes one ``StateError`` naming the file. It is never deleted or rewritten
+    here: it holds the hashes pinned on first use (security state)."""
+    from sqlalchemy.exc import DatabaseError
+
+    try:
+        yield
+    except DatabaseError as exc:
+        reason = str(exc.orig if exc.orig is not None else exc).splitlines()[0]
+        raise StateError(f"the state database {db} is unusable ({reason})",
+                         "another zoo process holds it; retry when it is done" if "locked" in reason else
+                         f"move it aside (mv {db} {db}.broken) and rerun: a fresh one is created, installed models are "
+                         "re-verified, and the hashes pinned on first use are forgotten (keep the old file)") from None
+
+
+@contextmanager
+def _session(home: Path | None) -> Iterator[Session]:
+    """A session on ``home``'s state database; database errors become ``StateError``."""
+    with _guard(path(home)), Session(engine(home)) as db:
+        yield db
 
 
 def _latest(table: Any, model: str | None, limit: int, home: Path | None = None) -> list[dict[str, Any]]:
@@ -126,13 +158,13 @@ def _latest(table: Any, model: str | None, limit: int, home: Path | None = None)
     stmt = select(table).order_by(table.id.desc()).limit(limit)
     if model:
         stmt = stmt.where(table.model == model)
-    with Session(engine(home)) as session:
+    with _session(home) as session:
         return [_row(r) for r in session.scalars(stmt)]
 
 
 def record_bench(model: str, synthetic: bool, results: list[Any], extra: dict[str, Any] | None = None, home: Path | None = None) -> None:
     at = now()
-    with Session(engine(home)) as session:
+    with _session(home) as session:
         session.add_all(BenchRun(at=at, model=model, synthetic=synthetic, extra=extra or {}, **r.to_dict()) for r in results)
         session.commit()
 
@@ -145,7 +177,7 @@ def record_artifact(model: str, kind: str, path: str, sha256: str, size: int, ho
     """Record (or refresh) a derived file; one row per path."""
     from sqlalchemy import delete
 
-    with Session(engine(home)) as session:
+    with _session(home) as session:
         session.execute(delete(Artifact).where(Artifact.path == path))
         session.add(Artifact(at=now(), model=model, kind=kind, path=path, sha256=sha256, size=size))
         session.commit()
@@ -155,7 +187,7 @@ def artifacts(model: str | None = None, home: Path | None = None) -> list[dict[s
     stmt = select(Artifact).order_by(Artifact.id)
     if model:
         stmt = stmt.where(Artifact.model == model)
-    with Session(engine(home)) as session:
+    with _session(home) as session:
         return [_row(a) for a in session.scalars(stmt)]
 
 
@@ -165,13 +197,13 @@ def record_install(record: dict[str, Any], home: Path | None = None) -> None:
 
     stmt = insert(Install).values(**record)
     stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={k: v for k, v in record.items() if k != "name"})
-    with Session(engine(home)) as session:
+    with _session(home) as session:
         session.execute(stmt)
         session.commit()
 
 
 def touch_verified(name: str, files: list[dict[str, Any]] | None = None, home: Path | None = None) -> None:
-    with Session(engine(home)) as session:
+    with _session(home) as session:
         row = session.get(Install, name)
         if row is not None:
             row.verified_at = now()
@@ -183,7 +215,7 @@ def touch_verified(name: str, files: list[dict[str, Any]] | None = None, home: P
 def forget_install(name: str, home: Path | None = None) -> None:
     from sqlalchemy import delete
 
-    with Session(engine(home)) as session:
+    with _session(home) as session:
         session.execute(delete(Install).where(Install.name == name))
         session.commit()
 
@@ -192,12 +224,12 @@ def installs(name: str | None = None, home: Path | None = None) -> list[dict[str
     stmt = select(Install).order_by(Install.name)
     if name:
         stmt = stmt.where(Install.name == name)
-    with Session(engine(home)) as session:
+    with _session(home) as session:
         return [_row(r) for r in session.scalars(stmt)]
 
 
 def pinned(repo: str, revision: str, path: str, home: Path | None = None) -> dict[str, Any] | None:
-    with Session(engine(home)) as session:
+    with _session(home) as session:
         row = session.get(Pin, (repo, revision, path))
         return _row(row) if row else None
 
@@ -207,13 +239,13 @@ def pin(repo: str, revision: str, path: str, sha256: str, size: int, source: str
     from sqlalchemy.dialects.sqlite import insert
 
     stmt = insert(Pin).values(repo=repo, revision=revision, path=path, sha256=sha256, size=size, source=source, pinned_at=now())
-    with Session(engine(home)) as session:
+    with _session(home) as session:
         session.execute(stmt.on_conflict_do_nothing())
         session.commit()
 
 
 def record_validation(model: str, record: dict[str, Any], home: Path | None = None) -> None:
-    with Session(engine(home)) as session:
+    with _session(home) as session:
         session.add(Validation(at=now(), model=model, record=record))
         session.commit()
 
