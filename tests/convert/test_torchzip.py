@@ -145,10 +145,12 @@ def test_corrupt_pickle(tmp_path: Path) -> None:
         read_state_dict(_archive(tmp_path / "c.bin", b"\x80\x02garbage", {}))
 
 
-torch = pytest.importorskip("torch", reason="torch is optional: the cross-check runs only where it is installed")
+@pytest.fixture
+def torch():  # noqa: ANN201  (a module-level importorskip would skip every test of this file)
+    return pytest.importorskip("torch", reason="torch is optional: the cross-check runs only where it is installed")
 
 
-def test_torch_reads_our_files_identically(tmp_path: Path) -> None:
+def test_torch_reads_our_files_identically(tmp_path: Path, torch) -> None:  # noqa: ANN001
     tensors = sample()
     save_state_dict(tensors, tmp_path / "m.bin")
     loaded = torch.load(tmp_path / "m.bin", weights_only=True)
@@ -156,7 +158,7 @@ def test_torch_reads_our_files_identically(tmp_path: Path) -> None:
         assert np.array_equal(loaded[name].numpy(), arr) and loaded[name].numpy().dtype == arr.dtype, name
 
 
-def test_we_read_torch_files_identically(tmp_path: Path) -> None:
+def test_we_read_torch_files_identically(tmp_path: Path, torch) -> None:  # noqa: ANN001
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
     sd = {"base": base, "view_t": base.t(), "slice": base[1:, 2:], "bf16": torch.linspace(-3, 3, 7, dtype=torch.bfloat16),
           "f16": torch.randn(3, dtype=torch.float16), "i8": torch.tensor([-128, 127], dtype=torch.int8),

@@ -69,7 +69,8 @@ def inspect_model(model: BertModel, expected_sparsity: float | None = None, expe
     sparsity = sum(r.sparsity * r.shape[0] * r.shape[1] for r in rows) / total if total else 0.0
     patterns = {r.pattern for r in rows}
     pattern = "dense" if sparsity < DENSE_BELOW else ("block4" if patterns <= {"block4", "dense"} else "unstructured")
-    warnings = []
+    warnings = [f"tensor '{name}' holds NaN or inf values: the model cannot answer; loading it is refused"
+                for name in model.nonfinite]
     if expected_sparsity is not None and abs(expected_sparsity - sparsity) > TOLERANCE:
         warnings.append(f"catalog says {expected_sparsity:g}% sparse, the file is {sparsity:.2f}%")
     if expected_pattern is not None and expected_pattern != pattern:

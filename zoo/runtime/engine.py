@@ -215,6 +215,7 @@ def compile(model: BertModel, threads: int | None = None, int8: bool = True, bac
     ``backend="sparse"`` packs every encoder Linear (fastest packing per Linear, measured); ``"onnxruntime"``
     runs the exported graph; ``"auto"`` takes onnxruntime for dense encoders and the sparse engine otherwise.
     """
+    model.require_finite()
     threads = threads or default_threads()
     if backend not in ("auto", "sparse", "onnxruntime"):
         from zoo.errors import ZooError
