@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from zoo import state
@@ -36,9 +37,9 @@ class CacheReport:
         return asdict(self)
 
 
-def report(store: Store | None = None) -> CacheReport:
-    store = store or Store()
-    verified = {row["name"]: row["verified_at"] for row in state.installs()}
+def report(store: Store | None = None, home: Path | None = None) -> CacheReport:
+    store = store or Store(home)
+    verified = {row["name"]: row["verified_at"] for row in state.installs(home=store.home)}
     manifests = store.manifests()
     models = tuple(CachedModel(m.name, m.repo, m.revision, m.commit, len(m.files), m.size, verified.get(m.name),
                                str(store.model_dir(m.name))) for m in manifests)
@@ -61,7 +62,7 @@ class VerifyResult:
         return asdict(self)
 
 
-def verify(names: list[str] | None = None, reporter: Quiet | None = None) -> list[VerifyResult]:
+def verify(names: list[str] | None = None, reporter: Quiet | None = None, home: Path | None = None) -> list[VerifyResult]:
     """Re-hash every file of the named (default: all) installed models against its manifest.
 
     A file that no longer matches is removed from the cache with its model's manifest, so a corrupt file
@@ -69,7 +70,7 @@ def verify(names: list[str] | None = None, reporter: Quiet | None = None) -> lis
     """
     from zoo.catalog import resolve
 
-    store = Store()
+    store = Store(home)
     manifests = [store.require(resolve(n).name) for n in names] if names else store.manifests()
     rep = reporter or Quiet()
     results = []
@@ -92,18 +93,18 @@ def verify(names: list[str] | None = None, reporter: Quiet | None = None) -> lis
                     store.mark_verified(f.sha256)
             if problems:
                 store.remove(m.name)
-                state.forget_install(m.name)
+                state.forget_install(m.name, home=store.home)
             else:
-                state.touch_verified(m.name)
+                state.touch_verified(m.name, home=store.home)
             results.append(VerifyResult(m.name, not problems, len(m.files), m.size, tuple(problems)))
     return results
 
 
-def remove(name: str) -> dict[str, Any]:
+def remove(name: str, home: Path | None = None) -> dict[str, Any]:
     """Uninstall a model; its blobs stay until ``prune`` (another model may share them)."""
     from zoo.catalog import resolve
 
-    store = Store()
+    store = Store(home)
     manifest = store.remove(resolve(name).name)
-    state.forget_install(manifest.name)
+    state.forget_install(manifest.name, home=store.home)
     return {"name": manifest.name, "files": len(manifest.files), "bytes": manifest.size}

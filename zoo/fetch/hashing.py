@@ -12,12 +12,23 @@ from zoo.errors import IntegrityError
 CHUNK = 1 << 20
 
 
+VOUCHED_BY = {  # authority -> what ``verified_by`` says, strongest first (the order claims are trusted in)
+    "catalog": "catalog",
+    "pinned": "pinned",
+    "source": "source {what}, pinned on first use",
+    "header": "response header {what}, pinned on first use",
+    "hashes-file": "mirror hashes file {what}, pinned on first use",
+    "trust-on-first-use": "NOTHING vouched: trusted on first use (--trust-on-first-use), pinned",
+}
+
+
 @dataclass(frozen=True)
 class Expected:
-    """What a file must be. ``authority`` names who vouches for ``sha256``: ``catalog`` or ``pinned`` (trusted
-    earlier on this machine), ``source`` when only the server's own listing says so (then it is pinned on
-    first use), or None when nobody does. ``git_oid`` is the Hub's git blob id of a small non-LFS file, a
-    real content hash too (sha1 over ``blob <size>\\0`` + content)."""
+    """What a file must be. ``authority`` names who vouches for the hash (a key of ``VOUCHED_BY``): ``catalog`` or
+    ``pinned`` (trusted earlier on this machine), ``source`` (a listing), ``header`` (the response's ETag),
+    ``hashes-file`` (a mirror's ``.zoo-hashes.json``), ``trust-on-first-use`` (explicitly nobody), or None.
+    ``git_oid`` is the Hub's git blob id of a small non-LFS file, a real content hash too (sha1 over
+    ``blob <size>\\0`` + content)."""
 
     size: int | None = None
     sha256: str | None = None
@@ -34,14 +45,15 @@ class Expected:
         return self.authority in ("catalog", "pinned")
 
     @property
+    def vouched(self) -> bool:
+        """True when someone (even the source itself) names the content hash, so a flipped bit cannot pass."""
+        return bool(self.sha256 or self.git_oid)
+
+    @property
     def verified_by(self) -> str:
-        if self.trusted:
-            return str(self.authority)
-        if self.sha256:
-            return "source sha256, pinned on first use"
-        if self.git_oid:
-            return "source git oid, pinned on first use"
-        return "size only, pinned on first use" if self.size is not None else "pinned on first use"
+        if self.authority in VOUCHED_BY:
+            return VOUCHED_BY[self.authority].format(what="sha256" if self.sha256 else "git oid")
+        return "size only: unvouched" if self.size is not None else "unvouched"
 
 
 class StreamHash:
@@ -87,11 +99,20 @@ def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> st
     return h.sha256
 
 
-def check(label: str, expected: Expected, got: StreamHash) -> None:
-    """Raise ``IntegrityError`` naming the file, the expected and the actual value, when they differ."""
+def git_oid_file(path: Path) -> str:
+    """The git blob id of a file (for a small file whose id a header named after the bytes had arrived)."""
+    h = StreamHash(path.stat().st_size)
+    h.feed_file(path)
+    return h.git_oid or ""
+
+
+def check(label: str, expected: Expected, got: StreamHash, git_oid: str | None = None) -> None:
+    """Raise ``IntegrityError`` naming the file, the expected and the actual value, when they differ. ``git_oid``
+    is the file's blob id when it was computed apart from ``got``."""
     if expected.size is not None and got.size != expected.size:
         raise IntegrityError(f"{label}: size mismatch: expected {expected.size} bytes, got {got.size}")
     if expected.sha256 and got.sha256 != expected.sha256:
         raise IntegrityError(f"{label}: sha256 mismatch: expected {expected.sha256} ({expected.verified_by}), got {got.sha256}")
-    if expected.git_oid and got.git_oid and got.git_oid != expected.git_oid:
-        raise IntegrityError(f"{label}: git blob id mismatch: expected {expected.git_oid}, got {got.git_oid}")
+    actual_git = got.git_oid or git_oid
+    if expected.git_oid and not expected.sha256 and actual_git != expected.git_oid:
+        raise IntegrityError(f"{label}: git blob id mismatch: expected {expected.git_oid}, got {actual_git}")

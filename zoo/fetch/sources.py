@@ -13,24 +13,28 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from zoo.errors import FetchError
-from zoo.fetch.hashing import Expected, StreamHash
-from zoo.fetch.transfer import BACKOFF_S, RETRIES, HttpFetcher, Progress, _noop, copy_file
+from zoo.errors import FetchError, RemoteNotFoundError
+from zoo.fetch.hashing import Expected
+from zoo.fetch.transfer import Fetched, HttpFetcher, Limits, Progress, _noop, copy_file, etag_claim
 
 HASHES_FILE = ".zoo-hashes.json"  # written by `zoo mirror pull`: {path: {"sha256": ..., "size": ...}}
 
 
 @dataclass(frozen=True)
 class Remote:
-    """A file as a source describes it; ``None`` where the source does not say."""
+    """A file as a source describes it; ``None`` where the source does not say. ``authority`` says how: ``source``
+    (a listing such as the Hub's API) or ``hashes-file`` (a mirror's ``.zoo-hashes.json``, the weakest claim)."""
 
     path: str
     size: int | None = None
     sha256: str | None = None
     git_oid: str | None = None
+    authority: str = "source"
 
 
 @dataclass(frozen=True)
@@ -43,24 +47,52 @@ class Source(ABC):
     kind: str
     label: str
     remote = True
+    header_hashes = True  # its responses may carry ETag / X-Linked-Etag content hashes
 
     @abstractmethod
-    def listing(self, repo: str, revision: str) -> Listing: ...
+    def listing(self, repo: str, revision: str, retries: int | None = None) -> Listing: ...
 
     @abstractmethod
     def fetch(self, repo: str, revision: str, path: str, part: Path, expected: Expected,
-              progress: Progress = _noop, resumed: Progress = _noop) -> StreamHash: ...
+              progress: Progress = _noop, resumed: Progress = _noop) -> Fetched: ...
+
+
+def read_capped(chunks: Iterable[bytes], cap: int, what: str) -> bytes:
+    """The whole body, refusing (``FetchError``) once it passes ``cap`` bytes: a listing cannot exhaust memory."""
+    out = bytearray()
+    for chunk in chunks:
+        out += chunk
+        if len(out) > cap:
+            raise FetchError(f"{what} is larger than {cap} bytes; refused", "raise ZOO_MAX_API_BYTES if this server is trusted")
+    return bytes(out)
+
+
+def _hub_listing(data: Any, what: str) -> Listing:
+    """Model info JSON (``/api/models/<repo>/revision/<rev>?blobs=true``) -> per-file sizes, LFS sha256, blob ids."""
+    try:
+        files = {}
+        for s in data.get("siblings") or []:
+            lfs = s.get("lfs") or {}
+            path, size = str(s["rfilename"]), s.get("size", lfs.get("size"))
+            sha = lfs.get("sha256")
+            files[path] = Remote(path, int(size) if size is not None else None, str(sha).lower() if sha else None,
+                                 None if sha or not s.get("blobId") else str(s["blobId"]).lower())
+        commit = data.get("sha")
+        return Listing(str(commit) if commit else None, files)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise FetchError(f"{what}: malformed listing") from None
 
 
 class HubSource(Source):
     kind = "hub"
 
-    def __init__(self, endpoint: str | None = None, token: str | None = None) -> None:
+    def __init__(self, endpoint: str | None = None, token: str | None = None, limits: Limits | None = None) -> None:
         from zoo import config
 
         self.endpoint = (endpoint or config.hf_endpoint()).rstrip("/")
         self.token = token
         self.label = self.endpoint
+        self.limits = limits or Limits.from_config()
         self._fetcher: HttpFetcher | None = None
 
     def _headers(self) -> dict[str, str]:
@@ -68,75 +100,91 @@ class HubSource(Source):
 
         return build_hf_headers(token=self.token, library_name="obert-zoo")
 
-    def listing(self, repo: str, revision: str) -> Listing:
-        from huggingface_hub import HfApi
-        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    def listing(self, repo: str, revision: str, retries: int | None = None) -> Listing:
+        """The Hub's model info for ``repo@revision``; transient failures are retried, "no such repo/revision" is not."""
+        from huggingface_hub.errors import HfHubHTTPError, HTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-        api = HfApi(endpoint=self.endpoint, token=self.token, library_name="obert-zoo")
-        for attempt in range(RETRIES + 1):
+        retries = self.limits.retries if retries is None else retries
+        for attempt in range(retries + 1):
             try:
-                info = api.model_info(repo, revision=revision, files_metadata=True)
-                break
+                return _hub_listing(json.loads(self._info_body(repo, revision)), f"{self.label}: {repo}")
             except RevisionNotFoundError:
-                raise FetchError(f"{self.label}: {repo} has no revision '{revision}'") from None
+                raise RemoteNotFoundError(f"{self.label}: {repo} has no revision '{revision}'",
+                                          "check --revision (a branch, tag or full commit id)", status=404) from None
             except RepositoryNotFoundError:
-                raise FetchError(f"{self.label}: repository {repo} not found", "private or gated? set HF_TOKEN") from None
+                raise RemoteNotFoundError(f"{self.label}: repository {repo} not found", "private or gated? set HF_TOKEN",
+                                          status=404) from None
             except HfHubHTTPError as exc:
-                status = exc.response.status_code if exc.response is not None else 0
-                if status < 500 or attempt == RETRIES:
-                    raise FetchError(f"{self.label}: listing {repo} failed: HTTP {status}") from None
-            except Exception as exc:  # httpx connect/timeout errors: the endpoint is unreachable
-                if attempt == RETRIES or not _is_network_error(exc):
+                status = exc.response.status_code if exc.response is not None else None
+                if (status or 0) < 500 or attempt == retries:
+                    raise FetchError(f"{self.label}: listing {repo} failed: HTTP {status}", status=status) from None
+            except HTTPError as exc:  # connect/read timeouts, refused connections, redirect loops: the endpoint is unusable
+                if attempt == retries:
                     raise FetchError(f"{self.label}: cannot reach the Hub ({type(exc).__name__})") from None
-            time.sleep(min(8.0, BACKOFF_S * 2**attempt))
-        files = {s.rfilename: Remote(s.rfilename, s.size, s.lfs.sha256 if s.lfs else None, None if s.lfs else s.blob_id)
-                 for s in info.siblings or []}
-        return Listing(commit=info.sha, files=files)
+            except ValueError:
+                raise FetchError(f"{self.label}: listing {repo} is not JSON") from None
+            time.sleep(self.limits.backoff_wait(attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _info_body(self, repo: str, revision: str) -> bytes:
+        """GET the model info through huggingface_hub's session (proxies, CA bundle, endpoint), size-bounded."""
+        from urllib.parse import quote
+
+        import httpx2
+        from huggingface_hub.utils import get_session, hf_raise_for_status
+
+        url = f"{self.endpoint}/api/models/{repo}/revision/{quote(revision, safe='')}"
+        with get_session().stream("GET", url, headers=self._headers(), params={"blobs": True},
+                                  timeout=httpx2.Timeout(self.limits.read_timeout, connect=10.0)) as resp:
+            if resp.status_code >= 400:
+                body = read_capped(resp.iter_bytes(), 1 << 16, "an error response") if resp.status_code < 600 else b""
+                hf_raise_for_status(httpx2.Response(resp.status_code, headers=resp.headers, content=body, request=resp.request))
+            return read_capped(resp.iter_bytes(), self.limits.max_api_bytes, f"{self.label}: the listing of {repo}")
 
     def fetch(self, repo: str, revision: str, path: str, part: Path, expected: Expected,
-              progress: Progress = _noop, resumed: Progress = _noop) -> StreamHash:
+              progress: Progress = _noop, resumed: Progress = _noop) -> Fetched:
         from huggingface_hub import hf_hub_url
 
-        self._fetcher = self._fetcher or HttpFetcher(headers=self._headers())
+        self._fetcher = self._fetcher or HttpFetcher(headers=self._headers(), limits=self.limits)
         url = hf_hub_url(repo, path, revision=revision, endpoint=self.endpoint)
         return self._fetcher.fetch(url, part, expected, progress, resumed)
 
 
-def _is_network_error(exc: Exception) -> bool:
-    name = type(exc).__name__
-    return isinstance(exc, OSError) or any(k in name for k in ("Connect", "Timeout", "Network", "Protocol", "Read"))
-
-
 class HttpMirror(Source):
-    """A plain web server holding ``<base>/<repo>/<path>`` (what `zoo mirror pull` lays out); no listing."""
+    """A plain web server holding ``<base>/<repo>/<path>`` (what `zoo mirror pull` lays out); it lists only when it
+    has a ``.zoo-hashes.json``."""
 
     kind = "mirror"
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, limits: Limits | None = None) -> None:
         self.base = base.rstrip("/")
         self.label = self.base
-        self._fetcher = HttpFetcher()
+        self.limits = limits or Limits.from_config()
+        self._fetcher = HttpFetcher(limits=self.limits)
 
-    def listing(self, repo: str, revision: str) -> Listing:
+    def listing(self, repo: str, revision: str, retries: int | None = None) -> Listing:
+        import requests
+
         url = f"{self.base}/{repo}/{HASHES_FILE}"
         try:
-            resp = self._fetcher.session.get(url, timeout=10)
-        except Exception as exc:  # noqa: BLE001  (requests' connection errors)
+            with self._fetcher.session.get(url, timeout=(10.0, self.limits.read_timeout), stream=True) as resp:
+                if resp.status_code != 200:
+                    return Listing(None, None)
+                body = read_capped(resp.iter_content(1 << 16), self.limits.max_api_bytes, f"{url}")
+        except requests.RequestException as exc:
             raise FetchError(f"{self.label}: unreachable ({type(exc).__name__})") from None
-        if resp.status_code != 200:
-            return Listing(None, None)
         try:
-            return Listing(None, _hashes_listing(resp.json()))
-        except (ValueError, TypeError, KeyError):
+            return Listing(None, _hashes_listing(json.loads(body)))
+        except (ValueError, TypeError, KeyError, AttributeError):
             return Listing(None, None)
 
     def fetch(self, repo: str, revision: str, path: str, part: Path, expected: Expected,
-              progress: Progress = _noop, resumed: Progress = _noop) -> StreamHash:
+              progress: Progress = _noop, resumed: Progress = _noop) -> Fetched:
         return self._fetcher.fetch(f"{self.base}/{repo}/{path}", part, expected, progress, resumed)
 
 
 def _hashes_listing(data: dict) -> dict[str, Remote]:
-    return {p: Remote(p, int(v["size"]), str(v["sha256"])) for p, v in data.items()}
+    return {p: Remote(p, int(v["size"]), str(v["sha256"]).lower(), authority="hashes-file") for p, v in data.items()}
 
 
 class LocalDir(Source):
@@ -144,6 +192,7 @@ class LocalDir(Source):
 
     kind = "local"
     remote = False
+    header_hashes = False
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -159,7 +208,7 @@ class LocalDir(Source):
             return self.root
         raise FetchError(f"{self.root} holds neither {repo}/ nor a repo (config.json)")
 
-    def listing(self, repo: str, revision: str) -> Listing:
+    def listing(self, repo: str, revision: str, retries: int | None = None) -> Listing:
         base = self.repo_dir(repo)
         files = {str(p.relative_to(base)): Remote(str(p.relative_to(base)), p.stat().st_size)
                  for p in base.rglob("*") if p.is_file() and p.name != HASHES_FILE}
@@ -167,13 +216,13 @@ class LocalDir(Source):
         if hashes.exists():
             try:
                 files.update(_hashes_listing(json.loads(hashes.read_text())))
-            except (ValueError, TypeError, KeyError):
+            except (ValueError, TypeError, KeyError, AttributeError):
                 raise FetchError(f"{hashes} is corrupt") from None
         return Listing(None, files)
 
     def fetch(self, repo: str, revision: str, path: str, part: Path, expected: Expected,
-              progress: Progress = _noop, resumed: Progress = _noop) -> StreamHash:
-        return copy_file(self.repo_dir(repo) / path, part, expected, progress)
+              progress: Progress = _noop, resumed: Progress = _noop) -> Fetched:
+        return Fetched(copy_file(self.repo_dir(repo) / path, part, expected, progress))
 
 
 def hf_cached(repo: str, revision: str, path: str) -> Path | None:
@@ -186,8 +235,17 @@ def hf_cached(repo: str, revision: str, path: str) -> Path | None:
     return Path(found) if isinstance(found, str) and Path(found).is_file() else None
 
 
-def default_sources(mirrors: list[str] | None = None) -> list[Source]:
-    """``--mirror`` URLs (or ``ZOO_MIRRORS``) in order, then the Hub at ``HF_ENDPOINT``."""
+def hf_blob_claims(found: Path) -> tuple[str | None, str | None]:
+    """What the Hugging Face cache vouches for a snapshot file: its blob is named by the ETag the Hub sent
+    (sha256 for LFS files, git blob id for small ones); nothing when the snapshot is not a symlink."""
+    return etag_claim(found.resolve().name) if found.is_symlink() else (None, None)
+
+
+def default_sources(mirrors: list[str] | None = None, limits: Limits | None = None, endpoint: str | None = None,
+                    token: str | None = None) -> list[Source]:
+    """``--mirror`` URLs (or ``ZOO_MIRRORS``) in order, then the Hub at ``endpoint`` (default ``HF_ENDPOINT``)."""
     from zoo import config
 
-    return [HttpMirror(m) for m in (mirrors if mirrors is not None else config.mirrors())] + [HubSource(token=config.hf_token())]
+    limits = limits or Limits.from_config()
+    return [HttpMirror(m, limits) for m in (mirrors if mirrors is not None else config.mirrors())] + [
+        HubSource(endpoint, token if token is not None else config.hf_token(), limits)]

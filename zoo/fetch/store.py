@@ -3,9 +3,10 @@
 ::
 
     blobs/sha256-<hex>        verified content, read-only; the name is the hash
-    blobs/sha256-<hex>.ok     marker: size and mtime_ns when last fully hashed (a stale marker means re-hash)
+    blobs/sha256-<hex>.ok     marker: size, mtime_ns, inode and ctime_ns when last fully hashed (else: re-hash)
     partial/<key>.part        a download in progress, kept across Ctrl-C / kill -9 and resumed
     locks/<key>.lock          one lock per file being fetched (flock: released by the kernel if the holder dies)
+    locks/blob-<hex>.lock     held by a download from adopting (or reusing) a blob until its manifest is written
     manifests/<name>.json     written last, atomically: a model is installed iff its manifest exists
     models/<name>/<path>      symlinks into blobs: the Hub-style directory converters and pipelines read
 
@@ -17,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from zoo import config
 from zoo.errors import LockTimeoutError, NotInstalledError
 from zoo.fetch.hashing import sha256_file
 
-LOCK_TIMEOUT_S = float(os.environ.get("ZOO_LOCK_TIMEOUT", "900"))
+_TMP_NAME = re.compile(r"^\..+\.(\d+)\.(tmp|old)$")  # `.<name>.<pid>.tmp`: per-process temporary names
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,10 @@ class Manifest:
         return sum(f.size for f in self.files)
 
 
+def _fingerprint(st: os.stat_result) -> dict[str, int]:
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns}
+
+
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -71,8 +77,9 @@ def _atomic_write(path: Path, text: str) -> None:
 class Store:
     """One cache directory; every path the fetch stage touches is computed here."""
 
-    def __init__(self, home: Path | None = None) -> None:
+    def __init__(self, home: Path | None = None, lock_timeout: float | None = None) -> None:
         self.home = Path(home) if home else config.zoo_home()
+        self.lock_timeout = lock_timeout
 
     # -- blobs -------------------------------------------------------------------------------------
     def blob(self, sha256: str) -> Path:
@@ -82,17 +89,19 @@ class Store:
         return self.home / "blobs" / f"sha256-{sha256}.ok"
 
     def is_verified(self, sha256: str) -> bool:
-        """True when the blob exists and its marker matches its current size and mtime (no re-hash needed)."""
+        """True when the blob exists and its marker matches its current size, mtime, inode and ctime (no re-hash).
+
+        ctime cannot be set back by a user (``os.utime`` restores only atime/mtime), so bytes changed in place
+        with the mtime restored still make the marker stale; only ``zoo verify`` re-reads fresh blobs."""
         try:
             st = self.blob(sha256).stat()
             mark = json.loads(self._marker(sha256).read_text())
         except (OSError, ValueError):
             return False
-        return mark.get("size") == st.st_size and mark.get("mtime_ns") == st.st_mtime_ns
+        return isinstance(mark, dict) and mark == _fingerprint(st)
 
     def mark_verified(self, sha256: str) -> None:
-        st = self.blob(sha256).stat()
-        _atomic_write(self._marker(sha256), json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+        _atomic_write(self._marker(sha256), json.dumps(_fingerprint(self.blob(sha256).stat())))
 
     def ensure_verified(self, sha256: str) -> bool:
         """A blob is usable when its marker is fresh, or when re-hashing a present blob with a stale marker
@@ -151,14 +160,19 @@ class Store:
         for p in (part, part.with_suffix(".json")):
             p.unlink(missing_ok=True)
 
+    def _lock_path(self, name: str) -> Path:
+        path = self.home / "locks" / f"{name}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
     @contextmanager
     def lock(self, key: str, label: str, timeout: float | None = None) -> Iterator[None]:
         from filelock import FileLock, Timeout
 
-        path = self.home / "locks" / f"{key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self._lock_path(key)
         lock = FileLock(str(path))
-        wait = LOCK_TIMEOUT_S if timeout is None else timeout
+        wait = timeout if timeout is not None else self.lock_timeout if self.lock_timeout is not None else (
+            config.fetch_limits()["lock_timeout"])
         try:
             lock.acquire(timeout=wait)
         except Timeout:
@@ -168,6 +182,26 @@ class Store:
             yield
         finally:
             lock.release()
+
+    def try_lock(self, stack: ExitStack, name: str) -> bool:
+        """Take lock ``name`` exclusively without waiting (released when ``stack`` closes); False when a live
+        process holds it (exclusively, or shared as a download holds a blob)."""
+        import fcntl
+
+        fh = stack.enter_context(open(self._lock_path(name), "a"))  # noqa: SIM115
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        stack.callback(fcntl.flock, fh, fcntl.LOCK_UN)
+        return True
+
+    def share_lock(self, stack: ExitStack, name: str) -> None:
+        """Hold lock ``name`` shared until ``stack`` closes: many downloads may hold one blob, ``prune`` none of them."""
+        import fcntl
+
+        fh = stack.enter_context(open(self._lock_path(name), "a"))  # noqa: SIM115
+        fcntl.flock(fh, fcntl.LOCK_SH)  # waits only while a prune holds it (briefly)
 
     # -- manifests and model directories -----------------------------------------------------------
     def manifest_path(self, name: str) -> Path:
@@ -194,7 +228,7 @@ class Store:
         return [m for m in found if m is not None]
 
     def model_dir(self, name: str) -> Path:
-        return config.model_dir(name)
+        return self.home / "models" / name
 
     def install(self, manifest: Manifest) -> Path:
         """Link the model directory to its blobs, then write the manifest (the commit point)."""
@@ -225,20 +259,83 @@ class Store:
         return manifest
 
     def prune(self, partials: bool = True) -> tuple[int, int]:
-        """Delete blobs no manifest references (and partial downloads); returns (files, bytes) freed."""
-        used = {f.sha256 for m in self.manifests() for f in m.files}
+        """Delete blobs no manifest references (and partial downloads); returns (files, bytes) freed.
+
+        What a live download holds is skipped: a partial file whose lock is held, and a blob whose lock is held
+        (a download holds it from adopting or reusing the blob until its manifest is written). Stale temporary
+        files of dead processes are removed too."""
         count = freed = 0
-        for blob in self.blobs():
-            sha = blob.name.removeprefix("sha256-")
-            if sha not in used:
-                freed += blob.stat().st_size
-                self.drop_blob(sha)
-                count += 1
-        if partials:
-            for info in self.partials():
-                part = Path(info["path"])
-                freed += info["bytes"]
-                part.unlink(missing_ok=True)
-                part.with_suffix(".json").unlink(missing_ok=True)
-                count += 1
+        with ExitStack() as stack:
+            if partials:
+                for info in self.partials():
+                    part = Path(info["path"])
+                    if not self.try_lock(stack, part.stem):
+                        continue
+                    freed += info["bytes"]
+                    part.unlink(missing_ok=True)
+                    part.with_suffix(".json").unlink(missing_ok=True)
+                    count += 1
+            blobs = [b for b in self.blobs() if self.try_lock(stack, f"blob-{b.name.removeprefix('sha256-')}")]
+            used = {f.sha256 for m in self.manifests() for f in m.files}  # read after the locks: no install slips past
+            for blob in blobs:
+                sha = blob.name.removeprefix("sha256-")
+                if sha not in used and blob.exists():
+                    freed += blob.stat().st_size
+                    self.drop_blob(sha)
+                    count += 1
+        for folder in ("blobs", "manifests", "models", "partial"):
+            count += clean_stale_tmp(self.home / folder)
         return count, freed
+
+
+class Lease:
+    """What one download holds until its manifest is written: each file it fetches (exclusive: one fetcher per
+    file) and each blob it adopts or reuses (shared: ``prune`` cannot delete it meanwhile)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._stack = ExitStack()
+        self._held: set[str] = set()
+
+    def file(self, key: str, label: str) -> None:
+        if key not in self._held:
+            self._stack.enter_context(self.store.lock(key, label))
+            self._held.add(key)
+
+    def blob(self, sha256: str) -> None:
+        name = f"blob-{sha256}"
+        if name not in self._held:  # a model may hold one blob under two paths
+            self.store.share_lock(self._stack, name)
+            self._held.add(name)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_tmp(folder: Path) -> int:
+    """Remove ``.<name>.<pid>.tmp`` / ``.old`` files and folders left by processes that died mid-write (a copy
+    killed by Ctrl-C or kill -9); those of live processes are left alone. Returns how many were removed."""
+    removed = 0
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        found = _TMP_NAME.match(entry.name)
+        if found is None or _alive(int(found.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    return removed

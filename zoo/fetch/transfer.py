@@ -7,22 +7,94 @@ ignores Range restarts it from zero. Disk errors become ``DiskFullError`` with t
 
 from __future__ import annotations
 
+import email.utils
 import errno
 import os
+import re
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import DiskFullError, FetchError
+from zoo.errors import DiskFullError, FetchError, RemoteNotFoundError
 from zoo.fetch.hashing import CHUNK, Expected, StreamHash
 
-RETRIES = int(os.environ.get("ZOO_RETRIES", "5"))
-BACKOFF_S = float(os.environ.get("ZOO_RETRY_BACKOFF", "0.25"))
-TIMEOUT = (10.0, float(os.environ.get("ZOO_READ_TIMEOUT", "60")))
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_GIT_OID = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How hard a transfer tries and how long it may take; ``from_config()`` reads the ``ZOO_*`` variables now.
+
+    A server cannot park the client: ``Retry-After`` is capped at ``max_retry_after`` seconds, all waiting between
+    retries of one file at ``retry_budget``, and a body that moves fewer than ``min_rate`` bytes/s over
+    ``stall_timeout`` seconds is dropped and resumed (a trickle never trips a per-read timeout)."""
+
+    retries: int = 5
+    backoff: float = 0.25
+    read_timeout: float = 60.0
+    max_retry_after: float = 60.0
+    retry_budget: float = 600.0
+    stall_timeout: float = 30.0
+    min_rate: float = 1024.0
+    lock_timeout: float = 900.0
+    max_api_bytes: int = 64 * 2**20
+
+    @classmethod
+    def from_config(cls) -> Limits:
+        from zoo import config
+
+        return cls(**config.fetch_limits())  # type: ignore[arg-type]
+
+    def backoff_wait(self, failures: int) -> float:
+        return min(8.0, self.backoff * 2 ** max(0, failures - 1))
+
+    def retry_after(self, header: str | None, now: float | None = None) -> float | None:
+        """Seconds a ``Retry-After`` header asks for (delta or HTTP date), capped at ``max_retry_after``."""
+        value = (header or "").strip()
+        if not value:
+            return None
+        if value.isdigit():
+            wait = float(value)
+        else:
+            try:
+                when = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            wait = when.timestamp() - (time.time() if now is None else now)
+        return max(0.0, min(wait, self.max_retry_after))
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A completed transfer: its running hash, and the hash the response's own headers claim (if any)."""
+
+    hash: StreamHash
+    header_sha256: str | None = None
+    header_git_oid: str | None = None
+
+
+def etag_claim(tag: str | None) -> tuple[str | None, str | None]:
+    """(sha256, git blob id) an ETag-like value names: 64 hex digits a sha256, 40 a git blob id, else nothing."""
+    value = (tag or "").strip().removeprefix("W/").strip('"').lower()
+    if _SHA256.fullmatch(value):
+        return value, None
+    return (None, value) if _GIT_OID.fullmatch(value) else (None, None)
+
+
+def header_claims(responses: Iterable[Any]) -> tuple[str | None, str | None]:
+    """The content hash a Hub-style response chain vouches for, read as huggingface_hub reads it: ``X-Linked-Etag``
+    (an LFS file's sha256, on the Hub's own redirect) first, else the first response's ``ETag`` (a sha256, or a
+    small file's git blob id). Anything that is not 64 or 40 hex digits (e.g. a CDN's ETag) says nothing."""
+    chain = list(responses)
+    tags = [r.headers.get("X-Linked-Etag") for r in chain] + [chain[0].headers.get("ETag") if chain else None]
+    return next((c for c in map(etag_claim, tags) if any(c)), (None, None))
+
 
 Progress = Callable[[int], None]
 
@@ -121,37 +193,43 @@ class Sink:
 
 
 class HttpFetcher:
-    """GETs one URL into a partial file, resuming with Range after drops and retrying 5xx with backoff."""
+    """GETs one URL into a partial file, resuming with Range after drops and retrying 5xx with backoff, within
+    ``Limits`` (capped Retry-After, a total wait budget, a minimum throughput)."""
 
-    def __init__(self, session: Any = None, headers: Mapping[str, str] | None = None, retries: int = RETRIES) -> None:
+    def __init__(self, session: Any = None, headers: Mapping[str, str] | None = None, limits: Limits | None = None) -> None:
         import requests
 
         self.session = session or requests.Session()
         self.headers = dict(headers or {})
-        self.retries = retries
+        self.limits = limits or Limits.from_config()
 
-    def fetch(self, url: str, part: Path, expected: Expected, progress: Progress = _noop, resumed: Progress = _noop) -> StreamHash:
+    def fetch(self, url: str, part: Path, expected: Expected, progress: Progress = _noop, resumed: Progress = _noop) -> Fetched:
         h = resume_hash(part, expected, resumed)
-        failures = 0
+        failures, waited = 0, 0.0
+        claims: tuple[str | None, str | None] = (None, None)
         while True:
             if expected.size is not None and h.size == expected.size:
-                return h
+                return Fetched(h, *claims)
             try:
-                done = self._attempt(url, part, h, progress)
+                done, said = self._attempt(url, part, h, progress)
+                claims = said if any(said) else claims
             except _Retry as why:
                 failures = 0 if why.progressed else failures + 1
-                if failures > self.retries:
-                    raise FetchError(f"{url}: {why.reason} (gave up after {self.retries} retries)",
-                                     "check the source; rerun to resume from the partial download") from None
-                time.sleep(why.wait if why.wait is not None else min(8.0, BACKOFF_S * 2 ** (failures - 1)))
+                wait = why.wait if why.wait is not None else self.limits.backoff_wait(failures)
+                if failures > self.limits.retries or waited + wait > self.limits.retry_budget:
+                    spent = f"{self.limits.retries} retries" if failures > self.limits.retries else f"{waited:.0f} s of waiting"
+                    raise FetchError(f"{url}: {why.reason} (gave up after {spent})",
+                                     "check the source; rerun to resume from the partial download", status=why.status) from None
+                time.sleep(wait)
+                waited += wait
                 if why.restart:
                     h = expected.stream()
                     os.truncate(part, 0)
                 continue
             if done:
-                return h
+                return Fetched(h, *claims)
 
-    def _attempt(self, url: str, part: Path, h: StreamHash, progress: Progress) -> bool:
+    def _attempt(self, url: str, part: Path, h: StreamHash, progress: Progress) -> tuple[bool, tuple[str | None, str | None]]:
         import requests
         import urllib3
 
@@ -160,25 +238,32 @@ class HttpFetcher:
         if offset:
             headers["Range"] = f"bytes={offset}-"
         try:
-            resp = self.session.get(url, headers=headers, stream=True, timeout=TIMEOUT)
+            resp = self.session.get(url, headers=headers, stream=True, timeout=(10.0, self.limits.read_timeout))
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Retry(f"connection failed: {type(exc).__name__}") from None
+        except requests.TooManyRedirects:
+            raise FetchError(f"{url}: redirect loop (more than {self.session.max_redirects} redirects)",
+                             "the server is misconfigured; try another --mirror") from None
+        except requests.RequestException as exc:  # a redirect to file://, a malformed Location, ...
+            reason = str(exc).splitlines()[0] if str(exc) else ""
+            raise FetchError(f"{url}: refused to follow the server's answer ({type(exc).__name__}: {reason})",
+                             "the server redirected somewhere zoo does not fetch from; try another --mirror") from None
         with resp:
             status = resp.status_code
             if status in RETRY_STATUS:
-                retry_after = resp.headers.get("Retry-After", "")
-                raise _Retry(f"HTTP {status}", wait=float(retry_after) if retry_after.isdigit() else None)
+                raise _Retry(f"HTTP {status}", wait=self.limits.retry_after(resp.headers.get("Retry-After")), status=status)
             if status == 416 and offset:
                 total = resp.headers.get("Content-Range", "").rpartition("/")[2]
                 if total.isdigit() and int(total) == offset:
-                    return True
-                raise _Retry("HTTP 416 for a resume offset", restart=True)
+                    return True, (None, None)
+                raise _Retry("HTTP 416 for a resume offset", restart=True, status=status)
             if status in (401, 403):
-                raise FetchError(f"{url}: HTTP {status} (access denied)", "set HF_TOKEN to a token that can read this repo")
+                raise FetchError(f"{url}: HTTP {status} (access denied)", "set HF_TOKEN to a token that can read this repo",
+                                 status=status)
             if status == 404:
-                raise FetchError(f"{url}: HTTP 404 (not at this source)")
+                raise RemoteNotFoundError(f"{url}: HTTP 404 (not at this source)", status=status)
             if status >= 400:
-                raise FetchError(f"{url}: HTTP {status}")
+                raise FetchError(f"{url}: HTTP {status}", status=status)
             if offset and status == 200:
                 raise _Retry("server ignored the Range request", restart=True, wait=0)
             if status == 206 and not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
@@ -188,19 +273,33 @@ class HttpFetcher:
             got = 0
             try:
                 with Sink(part, h) as sink:
-                    # read1: whatever has arrived (up to CHUNK), so the partial file follows the network closely
-                    while data := resp.raw.read1(CHUNK, decode_content=False):
-                        sink.put(data)
-                        got += len(data)
-                        progress(len(data))
+                    got = self._receive(resp, sink, progress)
             except (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
-                raise _Retry(f"connection dropped after {h.size} bytes ({type(exc).__name__})", progressed=got > 0) from None
+                raise _Retry(f"connection dropped after {h.size} bytes ({type(exc).__name__})", progressed=h.size > offset) from None
             if want is not None and got < want:
                 raise _Retry(f"connection closed after {h.size} bytes", progressed=got > 0)
-            return True
+            return True, header_claims([*resp.history, resp])
+
+    def _receive(self, resp: Any, sink: Sink, progress: Progress) -> int:
+        """Copy the body into ``sink``; a body slower than ``min_rate`` over ``stall_timeout`` is dropped (resumed)."""
+        got = window_bytes = 0
+        window_start = time.monotonic()
+        # read1: whatever has arrived (up to CHUNK), so the partial file follows the network closely
+        while data := resp.raw.read1(CHUNK, decode_content=False):
+            sink.put(data)
+            got += len(data)
+            window_bytes += len(data)
+            progress(len(data))
+            elapsed = time.monotonic() - window_start
+            if elapsed >= self.limits.stall_timeout:
+                if window_bytes < self.limits.min_rate * elapsed:
+                    raise _Retry(f"stalled: {window_bytes} bytes in {elapsed:.0f} s (below ZOO_MIN_RATE={self.limits.min_rate:g} B/s)")
+                window_start, window_bytes = time.monotonic(), 0
+        return got
 
 
 class _Retry(Exception):
-    def __init__(self, reason: str, *, progressed: bool = False, restart: bool = False, wait: float | None = None) -> None:
+    def __init__(self, reason: str, *, progressed: bool = False, restart: bool = False, wait: float | None = None,
+                 status: int | None = None) -> None:
         super().__init__(reason)
-        self.reason, self.progressed, self.restart, self.wait = reason, progressed, restart, wait
+        self.reason, self.progressed, self.restart, self.wait, self.status = reason, progressed, restart, wait, status
