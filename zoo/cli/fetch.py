@@ -39,10 +39,14 @@ QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bars (they
 @click.option("--dry-run", is_flag=True, help="Show what would be fetched and how big, then stop.")
 @click.option("--refresh", is_flag=True, help="Ask the source again even when the model is installed and verified.")
 @click.option("--no-validate", is_flag=True, help="Skip the install-time check of the sparse engine (outputs and latency).")
+@click.option("--trust-on-first-use", "tofu", is_flag=True, default=None,
+              help="Install files nothing vouches for (no catalog hash, pin, listing or hash header), pinning what arrives "
+                   "(env: ZOO_TRUST_ON_FIRST_USE=1). Off by default: such files are refused.")
 @QUIET
 @json_option
 def download_cmd(names: tuple[str, ...], revision: str | None, mirrors: tuple[str, ...], from_dir: Path | None,
-                 offline: bool | None, dry_run: bool, refresh: bool, no_validate: bool, quiet: bool, as_json: bool) -> None:
+                 offline: bool | None, dry_run: bool, refresh: bool, no_validate: bool, tofu: bool | None, quiet: bool,
+                 as_json: bool) -> None:
     """Fetch catalog models, verify every file (size + sha256) and install them into the cache.
 
     \b
@@ -56,7 +60,7 @@ def download_cmd(names: tuple[str, ...], revision: str | None, mirrors: tuple[st
     from zoo.fetch.sources import LocalDir
     from zoo.prepare import download
 
-    chosen = settings(offline=offline, mirrors=mirrors or None)
+    chosen = settings(offline=offline, mirrors=mirrors or None, trust_on_first_use=tofu)
     sources = [LocalDir(from_dir)] if from_dir else None
     results = []
     for name in names:
@@ -77,6 +81,9 @@ def download_cmd(names: tuple[str, ...], revision: str | None, mirrors: tuple[st
             con.print(f"installed {result.name} -> {result.path} ({_mb(result.fetched)} fetched in {result.seconds:.1f} s, {rate:,.0f} MB/s)")
         else:
             con.print(f"{result.name} is installed and verified at {result.path} (nothing fetched)")
+        if result.trusted_on_first_use:
+            click.echo(f"WARNING: nothing vouched for {', '.join(result.trusted_on_first_use)} of {result.name}; installed "
+                       "because trust on first use was asked for, and pinned: later downloads must match", err=True)
         if result.pinned:
             con.print(f"[yellow]pinned on first use[/]: {', '.join(result.pinned)}: the catalog has no hash for these, so the "
                       "source's was trusted and recorded in state.db; later downloads must match it")
@@ -116,7 +123,7 @@ def verify_cmd(names: tuple[str, ...], quiet: bool, as_json: bool) -> None:
     from zoo.fetch import verify
     from zoo.fetch.progress import reporter
 
-    results = verify(list(names) or None, reporter(quiet or as_json))
+    results = verify(list(names) or None, reporter(quiet or as_json), home=settings().home)
     if as_json:
         emit_json([r.to_dict() for r in results])
     else:
@@ -145,7 +152,7 @@ def cache_list(as_json: bool) -> None:
 
     from zoo.fetch import report
 
-    rep = report()
+    rep = report(home=settings().home)
     if as_json:
         return emit_json(rep)
     con = console()
@@ -166,7 +173,7 @@ def cache_size(as_json: bool) -> None:
     """Bytes used by blobs, of which unreferenced (freed by prune), and by partial downloads."""
     from zoo.fetch import report
 
-    rep = report()
+    rep = report(home=settings().home)
     partial = sum(p["bytes"] for p in rep.partials)
     if as_json:
         return emit_json({"home": rep.home, "blobs": rep.blobs, "blob_bytes": rep.blob_bytes,
@@ -183,7 +190,7 @@ def cache_rm(names: tuple[str, ...], as_json: bool) -> None:
     """Uninstall models (their blobs are freed by `zoo cache prune`)."""
     from zoo.fetch.cache import remove
 
-    removed = [remove(n) for n in names]
+    removed = [remove(n, home=settings().home) for n in names]
     if as_json:
         return emit_json(removed)
     for r in removed:
@@ -198,7 +205,7 @@ def cache_prune(keep_partial: bool, as_json: bool) -> None:
     """Delete blobs no installed model uses, and partial downloads."""
     from zoo.fetch.store import Store
 
-    count, freed = Store().prune(partials=not keep_partial)
+    count, freed = Store(settings().home).prune(partials=not keep_partial)
     if as_json:
         return emit_json({"files": count, "bytes": freed})
     console().print(f"pruned {count} files, {_mb(freed)} freed")
