@@ -8,9 +8,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from zoo.catalog.cards import AliasInfo, FileSpec, MetricValue, ModelCard, RecipeInfo
+from zoo.catalog.fields import described
 from zoo.catalog.models import SCHEMA_VERSION, Alias, Base, File, Meta, Metric, Model, Recipe, Source, Tag
 from zoo.catalog.schema import load_stubs
-from zoo.errors import CatalogError
 
 
 def stubs_digest(directory: Path) -> str:
@@ -35,35 +36,30 @@ class _Sources:
         return self.rows[text]
 
 
-def _model_row(file: str, stub: dict[str, Any], source: _Sources) -> Model:
-    arch, sp, qz, rt = stub["architecture"], stub["sparsity"], stub["quantization"], stub["runtime"] or {}
-    model = Model(
-        name=stub["name"], description=stub["description"], task=stub["task"], dataset=stub["dataset"],
-        stage=stub["stage"], parent=stub["parent"], repo=stub["source"]["repo"], revision=stub["source"]["revision"],
-        layers=arch["layers"], hidden=arch["hidden"], heads=arch["heads"], intermediate=arch["intermediate"],
-        vocab_size=arch["vocab_size"], max_positions=arch["max_positions"],
-        params_millions=arch["params_millions"], params_source=arch["params_source"],
-        sparsity=float(sp["target"]), pattern=sp["pattern"], sparsity_scope=sp["scope"],
-        quantization=qz["scheme"], quant_weights=qz["weights"], quant_activations=qz["activations"],
-        expected_speedup=rt.get("expected_speedup"), speedup_source=rt.get("speedup_source"), stub_file=file,
-    )
+def _row(table: type, card: type, record: dict[str, Any], cite: _Sources, **derived: Any) -> Any:
+    """A ``table`` row holding ``card``'s described fields as read from a parsed stub record, plus ``derived``."""
+    values = {}
+    for d in described(card):
+        if d.column.stub is not None:
+            value = d.from_stub(record)
+            values[d.name] = cite(value) if d.column.cite and value is not None else value
+    return table(**values, **derived)
+
+
+def _stages(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's modifier groups (every table that is not a described field), unset parameters dropped."""
+    own = {d.column.stub for d in described(RecipeInfo)}
+    return {k: {p: v for p, v in group.items() if v is not None} for k, group in recipe.items() if k not in own and group is not None}
+
+
+def _model_row(file: str, stub: dict[str, Any], cite: _Sources) -> Model:
+    model = _row(Model, ModelCard, stub, cite, stub_file=file)
     model.tags = [Tag(name=t) for t in dict.fromkeys(stub["tags"])]
-    model.aliases = [Alias(name=a["name"], name_lower=a["name"].lower(), kind=a["kind"], verified=a["verified"]) for a in stub["aliases"]]
-    model.files = [
-        File(path=f["path"], required=f["required"], size=f["size"], sha256=f["sha256"], approx_size_mb=f["approx_size_mb"],
-             size_source=source(f["size_source"]) if f["size_source"] else None)
-        for f in stub["files"]
-    ]
-    model.metrics = [
-        Metric(name=m["name"], value=float(m["value"]), dataset=m["dataset"], source=source(m["source"])) for m in stub["metrics"]
-    ]
+    model.aliases = [_row(Alias, AliasInfo, a, cite, name_lower=a["name"].lower()) for a in stub["aliases"]]
+    model.files = [_row(File, FileSpec, f, cite) for f in stub["files"]]
+    model.metrics = [_row(Metric, MetricValue, m, cite) for m in stub["metrics"]]
     if stub["recipe"]:
-        r = stub["recipe"]
-        stages = {
-            k: {field: value for field, value in v.items() if value is not None}
-            for k, v in r.items() if k not in ("source", "epochs") and v is not None
-        }
-        model.recipe = Recipe(source=source(r["source"]), epochs=r["epochs"], stages=stages)
+        model.recipe = _row(Recipe, RecipeInfo, stub["recipe"], cite, stages=_stages(stub["recipe"]))
     return model
 
 
@@ -92,7 +88,7 @@ def build(stubs_dir: Path, out: Path) -> int:
         source = _Sources()
         with Session(engine) as session:
             session.add_all(_model_row(file, stub, source) for file, stub in stubs)
-            session.add_all([Meta(key="schema_version", value=SCHEMA_VERSION), Meta(key="stubs_digest", value=stubs_digest(stubs_dir))])
+            session.add_all([Meta(key="schema_version", value=str(SCHEMA_VERSION)), Meta(key="stubs_digest", value=stubs_digest(stubs_dir))])
             session.commit()
     finally:
         engine.dispose()
@@ -103,21 +99,22 @@ def build(stubs_dir: Path, out: Path) -> int:
     return len(stubs)
 
 
-def built_digest(url: str) -> str:
+def built_meta(url: str) -> dict[str, str]:
+    """The build facts of the catalog at ``url`` (``schema_version``, ``stubs_digest``)."""
     from sqlalchemy import create_engine, select
     from sqlalchemy.orm import Session
 
     engine = create_engine(url)
     try:
         with Session(engine) as session:
-            value = session.scalar(select(Meta.value).where(Meta.key == "stubs_digest"))
+            return {row.key: row.value for row in session.scalars(select(Meta))}
     finally:
         engine.dispose()
-    if value is None:
-        raise CatalogError(f"catalog at {url} has no build digest", "rebuild it with `zoo catalog build`")
-    return value
 
 
 def is_fresh(db: Path, stubs_dir: Path) -> bool:
-    """True when ``db`` was built from exactly the stubs now in ``stubs_dir``."""
-    return db.exists() and built_digest(f"sqlite:///{db}") == stubs_digest(stubs_dir)
+    """True when ``db`` was built, by this zoo's schema, from exactly the stubs now in ``stubs_dir``."""
+    if not db.exists():
+        return False
+    meta = built_meta(f"sqlite:///{db}")
+    return meta.get("schema_version") == str(SCHEMA_VERSION) and meta.get("stubs_digest") == stubs_digest(stubs_dir)

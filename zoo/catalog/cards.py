@@ -1,82 +1,106 @@
-"""Frozen dataclasses the catalog hands to the rest of the program (never ORM rows)."""
+"""Frozen dataclasses the catalog hands to the rest of the program (never ORM rows).
+
+They are also the one description of every catalog field: ``column(...)`` says where a field sits in a
+stub, how it is checked and how it is stored; ``fields.py`` explains how the rest is derived from it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from zoo.catalog.fields import (
+    ALIAS_KINDS,
+    METRICS,
+    NAME_RE,
+    PATTERNS,
+    QUANT_SCHEMES,
+    SHA256_RE,
+    STAGES,
+    TASKS,
+    column,
+    in_range,
+    matches,
+    one_of,
+    repo_relative,
+)
+
 HUB_URL = "https://huggingface.co"
+PERCENT = in_range(0, 100)
 
 
 @dataclass(frozen=True)
 class AliasInfo:
-    name: str
-    kind: str
-    verified: bool
+    name: str = column("name", length=256, unique=True)
+    kind: str = column("kind", check=one_of(ALIAS_KINDS))
+    verified: bool = column("verified", default=False)
 
 
 @dataclass(frozen=True)
 class FileSpec:
     """One expected file of a model's repo; ``size``/``sha256`` are None when the catalog does not know them."""
 
-    repo: str
+    repo: str  # the model's, not stored per file
     revision: str
-    path: str
-    required: bool = True
-    size: int | None = None
-    sha256: str | None = None
-    approx_size_mb: float | None = None
-    size_source: str | None = None
+    path: str = column("path", check=repo_relative)
+    required: bool = column("required", default=True, card_default=True)
+    size: int | None = column("size", check=in_range(0, 1 << 45), card_default=None)
+    sha256: str | None = column("sha256", check=matches(SHA256_RE, "64 lower-case hex digits"), card_default=None)
+    approx_size_mb: float | None = column("approx_size_mb", check=in_range(0, 1 << 25), card_default=None)
+    size_source: str | None = column("size_source", cite=True, card_default=None)
 
 
 @dataclass(frozen=True)
 class MetricValue:
-    name: str
-    value: float
-    dataset: str
-    source: str
+    name: str = column("name", check=one_of(METRICS))
+    value: float = column("value", check=PERCENT)
+    dataset: str = column("dataset")
+    source: str = column("source", cite=True)
 
 
 @dataclass(frozen=True)
 class RecipeInfo:
-    source: str
-    epochs: float | None
-    stages: dict[str, Any] = field(default_factory=dict)
+    """``stages`` maps a modifier group (pruning, distillation...) to its parameters, as the stub gives them."""
+
+    source: str = column("source", cite=True)
+    epochs: float | None = column("epochs", check=in_range(0, 1000))
+    stages: dict[str, Any] = column(None, card_factory=dict)
 
 
 @dataclass(frozen=True)
 class ModelCard:
     """Everything the catalog knows about one entry."""
 
-    name: str
-    description: str
-    task: str
-    dataset: str
-    stage: str
-    parent: str | None
-    repo: str
-    revision: str
-    layers: int
-    hidden: int
-    heads: int
-    intermediate: int
-    vocab_size: int
-    max_positions: int
-    params_millions: float | None
-    params_source: str | None
-    sparsity: float
-    pattern: str
-    sparsity_scope: str | None
-    quantization: str
-    quant_weights: str | None
-    quant_activations: str | None
+    name: str = column("name", check=matches(NAME_RE, "lower-case letters, digits, '.' and '-'"), length=128, unique=True, index=True)
+    description: str = column("description")
+    task: str = column("task", check=one_of(TASKS), length=64, index=True)
+    dataset: str = column("dataset")
+    stage: str = column("stage", default="downstream", check=one_of(STAGES))
+    parent: str | None = column("parent")
+    repo: str = column("source.repo")
+    revision: str = column("source.revision", default="main")
+    layers: int = column("architecture.layers", check=in_range(1, 48), index=True)
+    hidden: int = column("architecture.hidden", check=in_range(1, 8192))
+    heads: int = column("architecture.heads", check=in_range(1, 128))
+    intermediate: int = column("architecture.intermediate", check=in_range(1, 32768))
+    vocab_size: int = column("architecture.vocab_size", check=in_range(1, 1_000_000))
+    max_positions: int = column("architecture.max_positions", check=in_range(1, 65536))
+    params_millions: float | None = column("architecture.params_millions", check=in_range(0, 100_000))
+    params_source: str | None = column("architecture.params_source")
+    sparsity: float = column("sparsity.target", check=PERCENT, index=True)
+    pattern: str = column("sparsity.pattern", check=one_of(PATTERNS), length=32, index=True)
+    sparsity_scope: str | None = column("sparsity.scope")
+    quantization: str = column("quantization.scheme", check=one_of(QUANT_SCHEMES), length=32)
+    quant_weights: str | None = column("quantization.weights")
+    quant_activations: str | None = column("quantization.activations")
     tags: tuple[str, ...] = ()
     aliases: tuple[AliasInfo, ...] = ()
     files: tuple[FileSpec, ...] = ()
     metrics: tuple[MetricValue, ...] = ()
     recipe: RecipeInfo | None = None
-    expected_speedup: float | None = None  # sparse runtime vs onnxruntime fp32, batch 1, sequence 128 (install-time check)
-    speedup_source: str | None = None
+    # sparse runtime vs onnxruntime fp32, batch 1, sequence 128 (install-time check); both or neither
+    expected_speedup: float | None = column("runtime.expected_speedup", required=True, check=in_range(0.01, 1000), card_default=None)
+    speedup_source: str | None = column("runtime.speedup_source", required=True, card_default=None)
 
     @property
     def quantized(self) -> bool:

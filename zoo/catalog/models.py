@@ -1,17 +1,55 @@
-"""SQLAlchemy 2.0 ORM tables of the catalog (``registry.db``): models, aliases, files, metrics, recipes, sources."""
+"""SQLAlchemy 2.0 ORM tables of the catalog (``registry.db``): models, aliases, files, metrics, recipes, sources.
+
+The columns that hold card fields are not written here: ``columns_of(Card)`` derives them from the card's
+one description (``cards.py``); a table adds only its keys, relationships and derived columns.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy import JSON, Boolean, Double, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
 
-SCHEMA_VERSION = "2"
+from zoo.catalog.cards import AliasInfo, FileSpec, MetricValue, ModelCard, RecipeInfo
+from zoo.catalog.fields import Described, described
+
+SCHEMA_VERSION = 2  # bump when a table or column changes; readers refuse any other version
+FIRST, LAST = -1, 1 << 10  # ``sort_order`` of a table's own columns: keys first, card columns by position, then these
+
+_SQL_TYPES: dict[type, Any] = {int: Integer, float: Double, bool: Boolean, dict: JSON}
 
 
 class Base(DeclarativeBase):
     pass
+
+
+def columns_of(card: type) -> type:
+    """A declarative mixin with one column per described field of ``card``, in card order (``sort_order`` = position).
+
+    A cited field ``x`` becomes ``x_id`` (a key into ``sources``) and a relationship ``x`` to its ``Source``.
+    """
+    attrs: dict[str, Any] = {}
+    for position, d in enumerate(described(card)):
+        c = d.column
+        if c.cite:
+            attrs[f"{d.name}_id"] = mapped_column(ForeignKey("sources.id"), nullable=d.optional, sort_order=position)
+            attrs[d.name] = declared_attr(lambda cls: relationship(Source))
+        else:
+            kind = String(c.length) if d.type is str else _SQL_TYPES[d.type]()
+            attrs[d.name] = mapped_column(kind, nullable=d.optional, index=c.index, unique=c.unique, sort_order=position)
+    return type(f"{card.__name__}Columns", (), attrs)
+
+
+def card_values(card: type, row: Any) -> dict[str, Any]:
+    """``card``'s described fields read back from an ORM row (citations as their text)."""
+    return {d.name: _value(d, getattr(row, d.name)) for d in described(card)}
+
+
+def _value(d: Described, value: Any) -> Any:
+    if d.column.cite:
+        return value.text if value is not None else None
+    return dict(value) if d.type is dict else value
 
 
 class Source(Base):
@@ -22,34 +60,10 @@ class Source(Base):
     text: Mapped[str] = mapped_column(String, unique=True)
 
 
-class Model(Base):
+class Model(columns_of(ModelCard), Base):
     __tablename__ = "models"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(128), unique=True, index=True)
-    description: Mapped[str]
-    task: Mapped[str] = mapped_column(String(64), index=True)
-    dataset: Mapped[str]
-    stage: Mapped[str]
-    parent: Mapped[str | None]
-    repo: Mapped[str]
-    revision: Mapped[str]
-    layers: Mapped[int] = mapped_column(index=True)
-    hidden: Mapped[int]
-    heads: Mapped[int]
-    intermediate: Mapped[int]
-    vocab_size: Mapped[int]
-    max_positions: Mapped[int]
-    params_millions: Mapped[float | None]
-    params_source: Mapped[str | None]
-    sparsity: Mapped[float] = mapped_column(index=True)
-    pattern: Mapped[str] = mapped_column(String(32), index=True)
-    sparsity_scope: Mapped[str | None]
-    quantization: Mapped[str] = mapped_column(String(32))
-    quant_weights: Mapped[str | None]
-    quant_activations: Mapped[str | None]
-    expected_speedup: Mapped[float | None]  # vs onnxruntime fp32 on the same weights, batch 1, sequence 128
-    speedup_source: Mapped[str | None]
-    stub_file: Mapped[str]
+    id: Mapped[int] = mapped_column(primary_key=True, sort_order=FIRST)
+    stub_file: Mapped[str] = mapped_column(sort_order=LAST)
 
     aliases: Mapped[list[Alias]] = relationship(back_populates="model", cascade="all, delete-orphan", order_by="Alias.id")
     files: Mapped[list[File]] = relationship(back_populates="model", cascade="all, delete-orphan", order_by="File.id")
@@ -58,14 +72,11 @@ class Model(Base):
     recipe: Mapped[Recipe | None] = relationship(back_populates="model", cascade="all, delete-orphan")
 
 
-class Alias(Base):
+class Alias(columns_of(AliasInfo), Base):
     __tablename__ = "aliases"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
-    name: Mapped[str] = mapped_column(String(256), unique=True)
-    name_lower: Mapped[str] = mapped_column(String(256), unique=True, index=True)
-    kind: Mapped[str]
-    verified: Mapped[bool]
+    id: Mapped[int] = mapped_column(primary_key=True, sort_order=FIRST)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True, sort_order=FIRST)
+    name_lower: Mapped[str] = mapped_column(String(256), unique=True, index=True, sort_order=1)  # right after ``name``
     model: Mapped[Model] = relationship(back_populates="aliases")
 
 
@@ -78,44 +89,28 @@ class Tag(Base):
     model: Mapped[Model] = relationship(back_populates="tags")
 
 
-class File(Base):
+class File(columns_of(FileSpec), Base):
     __tablename__ = "files"
     __table_args__ = (UniqueConstraint("model_id", "path"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
-    path: Mapped[str]
-    required: Mapped[bool]
-    size: Mapped[int | None]
-    sha256: Mapped[str | None]
-    approx_size_mb: Mapped[float | None]
-    size_source_id: Mapped[int | None] = mapped_column(ForeignKey("sources.id"))
-    size_source: Mapped[Source | None] = relationship()
+    id: Mapped[int] = mapped_column(primary_key=True, sort_order=FIRST)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True, sort_order=FIRST)
     model: Mapped[Model] = relationship(back_populates="files")
 
 
-class Metric(Base):
+class Metric(columns_of(MetricValue), Base):
     __tablename__ = "metrics"
     __table_args__ = (UniqueConstraint("model_id", "name", "dataset"),)
-    id: Mapped[int] = mapped_column(primary_key=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
-    name: Mapped[str]
-    value: Mapped[float]
-    dataset: Mapped[str]
-    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"))
-    source: Mapped[Source] = relationship()
+    id: Mapped[int] = mapped_column(primary_key=True, sort_order=FIRST)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True, sort_order=FIRST)
     model: Mapped[Model] = relationship(back_populates="metrics")
 
 
-class Recipe(Base):
-    """The training recipe as structured fields; ``stages`` maps a modifier group to its parameters."""
+class Recipe(columns_of(RecipeInfo), Base):
+    """The training recipe; ``stages`` maps a modifier group to its parameters."""
 
     __tablename__ = "recipes"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), unique=True)
-    source_id: Mapped[int] = mapped_column(ForeignKey("sources.id"))
-    epochs: Mapped[float | None]
-    stages: Mapped[dict[str, Any]] = mapped_column(JSON)
-    source: Mapped[Source] = relationship()
+    id: Mapped[int] = mapped_column(primary_key=True, sort_order=FIRST)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), unique=True, sort_order=FIRST)
     model: Mapped[Model] = relationship(back_populates="recipe")
 
 

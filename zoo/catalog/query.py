@@ -49,22 +49,27 @@ def _engine(url: str) -> Engine:
 
 
 def _card(m: Any) -> ModelCard:
-    files = tuple(
-        FileSpec(repo=m.repo, revision=m.revision, path=f.path, required=f.required, size=f.size, sha256=f.sha256,
-                 approx_size_mb=f.approx_size_mb, size_source=f.size_source.text if f.size_source else None)
-        for f in m.files
-    )
-    recipe = RecipeInfo(source=m.recipe.source.text, epochs=m.recipe.epochs, stages=dict(m.recipe.stages)) if m.recipe else None
+    from zoo.catalog.models import card_values
+
     return ModelCard(
-        name=m.name, description=m.description, task=m.task, dataset=m.dataset, stage=m.stage, parent=m.parent,
-        repo=m.repo, revision=m.revision, layers=m.layers, hidden=m.hidden, heads=m.heads, intermediate=m.intermediate,
-        vocab_size=m.vocab_size, max_positions=m.max_positions, params_millions=m.params_millions,
-        params_source=m.params_source, sparsity=m.sparsity, pattern=m.pattern, sparsity_scope=m.sparsity_scope,
-        quantization=m.quantization, quant_weights=m.quant_weights, quant_activations=m.quant_activations,
-        tags=tuple(t.name for t in m.tags), aliases=tuple(AliasInfo(a.name, a.kind, a.verified) for a in m.aliases),
-        files=files, metrics=tuple(MetricValue(x.name, x.value, x.dataset, x.source.text) for x in m.metrics),
-        recipe=recipe, expected_speedup=m.expected_speedup, speedup_source=m.speedup_source,
+        **card_values(ModelCard, m),
+        tags=tuple(t.name for t in m.tags),
+        aliases=tuple(AliasInfo(**card_values(AliasInfo, a)) for a in m.aliases),
+        files=tuple(FileSpec(repo=m.repo, revision=m.revision, **card_values(FileSpec, f)) for f in m.files),
+        metrics=tuple(MetricValue(**card_values(MetricValue, x)) for x in m.metrics),
+        recipe=RecipeInfo(**card_values(RecipeInfo, m.recipe)) if m.recipe else None,
     )
+
+
+def check_version(url: str, found: str | None) -> None:
+    """Refuse a catalog built for another schema: its columns may not mean what this zoo's cards expect."""
+    from zoo.catalog.models import SCHEMA_VERSION
+
+    if found == str(SCHEMA_VERSION):
+        return
+    newer = found is not None and found.isdigit() and int(found) > SCHEMA_VERSION
+    hint = "upgrade obert-zoo (pip install -U obert-zoo)" if newer else "rebuild it with `zoo catalog build`"
+    raise CatalogError(f"catalog at {url} has schema version {found or 'none'}, this zoo reads {SCHEMA_VERSION}", hint)
 
 
 def _cards(where: list[Any] | None = None) -> list[ModelCard]:
@@ -72,7 +77,7 @@ def _cards(where: list[Any] | None = None) -> list[ModelCard]:
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.orm import Session, selectinload
 
-    from zoo.catalog.models import File, Metric, Model, Recipe
+    from zoo.catalog.models import File, Meta, Metric, Model, Recipe
 
     stmt = (
         select(Model)
@@ -89,6 +94,7 @@ def _cards(where: list[Any] | None = None) -> list[ModelCard]:
     url = catalog_url()
     try:
         with Session(_engine(url)) as session:
+            check_version(url, session.scalar(select(Meta.value).where(Meta.key == "schema_version")))
             return [_card(m) for m in session.scalars(stmt)]
     except SQLAlchemyError as exc:
         reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]

@@ -6,25 +6,14 @@ so a catalog edit fails at ``zoo catalog build`` time with a message that points
 
 from __future__ import annotations
 
-import re
 import tomllib
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo.catalog.cards import AliasInfo, FileSpec, MetricValue, ModelCard, RecipeInfo
+from zoo.catalog.fields import PATTERNS, Check, described, in_range, one_of
 from zoo.errors import StubError
-
-TASKS = ("question-answering", "text-classification", "fill-mask")
-STAGES = ("downstream", "upstream", "upstream-finetuned")
-PATTERNS = ("dense", "unstructured", "block4")
-QUANT_SCHEMES = ("none", "int8-qat")
-ALIAS_KINDS = ("hub", "hub-mirror", "sparsezoo", "short")
-METRICS = ("f1", "exact_match", "accuracy", "accuracy_matched")
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-
-Check = Callable[[Any], str | None]
 
 
 @dataclass(frozen=True)
@@ -53,39 +42,45 @@ class Array:
     default: list = field(default_factory=list)
 
 
-def one_of(choices: Iterable[str]) -> Check:
-    allowed = tuple(choices)
-    return lambda v: None if v in allowed else f"must be one of {', '.join(allowed)}, got {v!r}"
-
-
-def in_range(lo: float, hi: float) -> Check:
-    return lambda v: None if lo <= v <= hi else f"must be between {lo:g} and {hi:g}, got {v!r}"
-
-
-def matches(pattern: re.Pattern[str], what: str) -> Check:
-    return lambda v: None if pattern.match(v) else f"must be {what}, got {v!r}"
-
-
-def repo_relative(v: str) -> str | None:
-    """A file path inside a repo: relative, with no ``..``, empty, or backslash parts (it becomes a cache path)."""
-    parts = v.split("/")
-    if v.startswith("/") or any(p in ("", ".", "..") or "\\" in p or "\0" in p or ":" in p for p in parts):
-        return f"must be a relative path inside the repo (no '..', no leading '/'), got {v!r}"
-    return None
-
-
 NUM = (int, float)
 STR = (str,)
 INT = (int,)
 BOOL = (bool,)
 LIST = (list,)
 FRACTION = in_range(0.0, 1.0)
-SCALARS = (str, int, float, bool)
 
-RECIPE = Table(
+
+def record(card: type, extra: dict[str, F | Table | Array] | None = None, required: bool = False) -> Table:
+    """The stub table of ``card``'s described fields (dotted keys become sub-tables), then ``extra``'s keys.
+
+    A sub-table is required when it holds a field the card cannot do without.
+    """
+    kinds = {int: INT, float: NUM, str: STR, bool: BOOL}
+    root: dict[str, Any] = {}
+    essential: set[str] = set()
+    for d in described(card):
+        if d.column.stub is None:
+            continue
+        *sections, key = d.column.stub.split(".")
+        node = root
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[key] = F(kinds[d.type], required=d.required, check=d.column.check, default=d.column.default)
+        if d.required and not d.optional:
+            essential.update(".".join(sections[: i + 1]) for i in range(len(sections)))
+
+    def table(node: dict[str, Any], prefix: str, required: bool) -> Table:
+        return Table(
+            {k: table(v, f"{prefix}{k}", f"{prefix}{k}" in essential) if isinstance(v, dict) else v for k, v in node.items()},
+            required=required,
+        )
+
+    return table({**root, **(extra or {})}, "", required)
+
+
+RECIPE = record(
+    RecipeInfo,
     {
-        "source": F(STR, required=True),
-        "epochs": F(NUM, check=in_range(0, 1000)),
         "learning_rate": Table({"init_lr": F(NUM), "final_lr": F(NUM), "schedule": F(STR)}),
         "pruning": Table(
             {
@@ -127,85 +122,15 @@ RECIPE = Table(
     }
 )
 
-STUB = Table(
+STUB = record(
+    ModelCard,
     {
-        "name": F(STR, required=True, check=matches(NAME_RE, "lower-case letters, digits, '.' and '-'")),
-        "description": F(STR, required=True),
-        "task": F(STR, required=True, check=one_of(TASKS)),
-        "dataset": F(STR, required=True),
-        "stage": F(STR, default="downstream", check=one_of(STAGES)),
-        "parent": F(STR),
         "tags": F(LIST, item=str, default=[]),
-        "source": Table({"repo": F(STR, required=True), "revision": F(STR, default="main")}, required=True),
-        "architecture": Table(
-            {
-                "layers": F(INT, required=True, check=in_range(1, 48)),
-                "hidden": F(INT, required=True, check=in_range(1, 8192)),
-                "heads": F(INT, required=True, check=in_range(1, 128)),
-                "intermediate": F(INT, required=True, check=in_range(1, 32768)),
-                "vocab_size": F(INT, required=True, check=in_range(1, 1_000_000)),
-                "max_positions": F(INT, required=True, check=in_range(1, 65536)),
-                "params_millions": F(NUM, check=in_range(0, 100_000)),
-                "params_source": F(STR),
-            },
-            required=True,
-        ),
-        "sparsity": Table(
-            {
-                "target": F(NUM, required=True, check=in_range(0, 100)),
-                "pattern": F(STR, required=True, check=one_of(PATTERNS)),
-                "scope": F(STR),
-            },
-            required=True,
-        ),
-        "quantization": Table(
-            {
-                "scheme": F(STR, required=True, check=one_of(QUANT_SCHEMES)),
-                "weights": F(STR),
-                "activations": F(STR),
-            },
-            required=True,
-        ),
-        "aliases": Array(
-            Table(
-                {
-                    "name": F(STR, required=True),
-                    "kind": F(STR, required=True, check=one_of(ALIAS_KINDS)),
-                    "verified": F(BOOL, default=False),
-                }
-            )
-        ),
-        "files": Array(
-            Table(
-                {
-                    "path": F(STR, required=True, check=repo_relative),
-                    "required": F(BOOL, default=True),
-                    "size": F(INT, check=in_range(0, 1 << 45)),
-                    "sha256": F(STR, check=matches(SHA256_RE, "64 lower-case hex digits")),
-                    "approx_size_mb": F(NUM, check=in_range(0, 1 << 25)),
-                    "size_source": F(STR),
-                }
-            ),
-            required=True,
-        ),
+        "aliases": Array(record(AliasInfo)),
+        "files": Array(record(FileSpec), required=True),
         "recipe": RECIPE,
-        "runtime": Table(
-            {
-                "expected_speedup": F(NUM, required=True, check=in_range(0.01, 1000)),
-                "speedup_source": F(STR, required=True),
-            }
-        ),
-        "metrics": Array(
-            Table(
-                {
-                    "name": F(STR, required=True, check=one_of(METRICS)),
-                    "value": F(NUM, required=True, check=in_range(0, 100)),
-                    "dataset": F(STR, required=True),
-                    "source": F(STR, required=True),
-                }
-            )
-        ),
-    }
+        "metrics": Array(record(MetricValue)),
+    },
 )
 
 
