@@ -47,12 +47,12 @@ class CatalogError(ZooError, RuntimeError):
     """The catalog database is missing, unreadable or stale."""
 
 
-class UnsafeCheckpointError(ZooError, ValueError):
-    """A pickle asked for a global outside the allow-list; nothing was executed."""
-
-
 class CheckpointError(ZooError, ValueError):
     """A checkpoint is corrupt, truncated, or disagrees with its config."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A pickle asked for a global outside the allow-list; nothing was executed."""
 
 
 class InputError(ZooError, ValueError):

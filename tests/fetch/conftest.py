@@ -15,6 +15,7 @@ import pytest
 
 from zoo.catalog import resolve
 from zoo.fetch.mirror import FileInfo, Handler, MirrorHTTPServer
+from zoo.fetch.sources import HASHES_FILE
 from zoo.synth import SynthSpec, write_repo
 
 MODEL = "obert-3l-80-quant"
@@ -29,6 +30,12 @@ class Faults:
     drop_after: dict[str, int] = field(default_factory=dict)  # path suffix -> close the connection after N body bytes (once)
     flip: dict[str, int] = field(default_factory=dict)  # path suffix -> serve with one bit flipped this many times (-1: always)
     delay: float = 0.0  # seconds between 16 KiB pieces of a body (a slow link)
+    bare_listing: bool = False  # /api/models listings carry no lfs.sha256 and no blobId
+    hash_headers: bool = True  # file responses carry ETag / X-Linked-Etag content hashes
+    hashes_file: bool = True  # serve .zoo-hashes.json (False: a plain web server)
+    answer: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)  # file -> always this status and headers
+    trickle: float = 0.0  # seconds between single bytes of a body (a server that never quite stops)
+    listing_padding: int = 0  # bytes of junk added to every /api/models listing
     body_bytes: Counter = field(default_factory=Counter)  # file name -> body bytes sent
     gets: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header) of each file GET
     statuses: Counter = field(default_factory=Counter)
@@ -37,7 +44,35 @@ class Faults:
 
 def faulty_handler(faults: Faults) -> type[Handler]:
     class Faulty(Handler):
+        def route(self, head: bool) -> None:
+            if not faults.hashes_file and self.path.split("?")[0].endswith(HASHES_FILE):
+                return self.error(404, "not here", "EntryNotFound")  # type: ignore[arg-type]
+            return super().route(head)
+
+        def send_json(self, value: Any, head: bool) -> None:
+            if isinstance(value, dict) and "siblings" in value:
+                if faults.bare_listing:
+                    value = {**value, "siblings": [{"rfilename": s["rfilename"], "size": s["size"]} for s in value["siblings"]]}
+                if faults.listing_padding:
+                    value = {**value, "padding": "x" * faults.listing_padding}
+            return super().send_json(value, head)
+
+        def send_header(self, keyword: str, value: str) -> None:
+            if faults.hash_headers or keyword not in ("ETag", "X-Linked-Etag"):
+                super().send_header(keyword, value)
+
         def serve_file(self, repo_dir: Path, rel: str, head: bool) -> None:
+            if rel in faults.answer:
+                status, headers = faults.answer[rel]
+                with faults.lock:
+                    faults.gets.append((rel, self.headers.get("Range")))
+                    faults.statuses[status] += 1
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
             if not head:
                 with faults.lock:
                     faults.gets.append((rel, self.headers.get("Range")))
@@ -61,6 +96,12 @@ def faulty_handler(faults: Faults) -> type[Handler]:
                 data[len(data) // 2] ^= 0x10
             limit = len(data) if drop is None else min(drop, len(data))
             sent = 0
+            if faults.trickle:
+                for i in range(limit):
+                    self.wfile.write(bytes(data[i:i + 1]))
+                    self.wfile.flush()
+                    time.sleep(faults.trickle)
+                return
             while sent < limit:
                 piece = bytes(data[sent:min(limit, sent + 16384)])
                 self.wfile.write(piece)
