@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+# Truncating tokenizers kept per pipeline (one per distinct setting; a QA setting varies only with the window size).
+TRUNCATING_KEPT = 8
+
 
 @dataclass
 class Pipeline:
-    """A ready model: ``engine`` (sparse or onnxruntime) + ``tokenizer``; subclasses add the task."""
+    """A ready model: ``engine`` (sparse or onnxruntime) + ``tokenizer``; subclasses add the task.
+
+    A pipeline may be called from many threads at once: the engine is thread-safe, ``tokenizer`` is never
+    changed after load, and truncation runs on copies configured once per setting (``truncating``).
+    """
 
     name: str
     path: Path
@@ -20,6 +28,21 @@ class Pipeline:
     config: Any  # zoo.convert.bert.BertConfig
     batch_size: int = 8
     task: ClassVar[str] = ""
+    _truncating: dict[tuple, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def truncating(self, **settings: Any) -> Any:
+        """A copy of ``tokenizer`` with ``enable_truncation(**settings)``, made on first use and then only read,
+        so concurrent calls share no tokenizer state that changes (a copy costs ~0.1 s for a 30k vocabulary)."""
+        key = tuple(sorted(settings.items()))
+        tok = self._truncating.get(key)
+        if tok is None:
+            tok = copy.deepcopy(self.tokenizer)
+            tok.enable_truncation(**settings)
+            kept = list(self._truncating)  # a snapshot: other threads may add settings meanwhile
+            if len(kept) >= TRUNCATING_KEPT:
+                self._truncating.pop(kept[0], None)
+            tok = self._truncating.setdefault(key, tok)
+        return tok
 
     def run(self, encodings: list[Any]) -> dict[str, np.ndarray]:
         """Run the engine over encodings (padded per batch to the longest), concatenating outputs."""

@@ -32,14 +32,11 @@ class TextClassification(Pipeline):
             items = list(text)
         if not items:
             return []
-        tok = self.tokenizer
-        tok.enable_truncation(max_length=min(max_length, self.config.max_positions), strategy="longest_first")
+        tok = self.truncating(max_length=min(max_length, self.config.max_positions), strategy="longest_first")
         try:
             encodings = [tok.encode(*i) if isinstance(i, tuple | list) else tok.encode(i) for i in items]
         except TypeError:
             raise ZooError("inputs must be strings or (text, text_pair) pairs") from None
-        finally:
-            tok.no_truncation()
         logits = self.run(encodings)["logits"].astype(np.float64)
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)

@@ -79,11 +79,7 @@ class QuestionAnswering(Pipeline):
         if room < 2:
             raise ZooError(f"max_seq_len {max_seq_len} leaves no room for the context after a {len(q_ids)}-token question")
         stride = min(doc_stride, max_seq_len // 2, room - 1)
-        tok.enable_truncation(max_length=max_seq_len, stride=stride, strategy="only_second")
-        try:
-            enc = tok.encode(question, context)
-        finally:
-            tok.no_truncation()
+        enc = self.truncating(max_length=max_seq_len, stride=stride, strategy="only_second").encode(question, context)
         return [enc, *enc.overflowing]
 
     def answer(self, question: str, context: str, top_k: int = 1, doc_stride: int = 128, max_answer_len: int = 15,

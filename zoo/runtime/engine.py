@@ -9,6 +9,7 @@ the reference (int8 kernels where the Linear allows, quantize-dequantize elsewhe
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from zoo.convert.bert import AttentionQuant, BertModel, LayerNorm, Linear, fake_
 from zoo.convert.reference import MASK_VALUE
 from zoo.errors import InputError
 from zoo.runtime import _kernels as K
-from zoo.runtime.pack import PackedLinear, Workspace, pack_linear
+from zoo.runtime.pack import PackedLinear, Workspace, WorkspacePool, pack_linear
 
 
 def default_threads() -> int:
@@ -56,6 +57,9 @@ class Norm:
         gamma, beta = (np.ascontiguousarray(v, dtype=np.float32) for v in (ln.gamma, ln.beta))
         return cls(gamma, beta, float(ln.eps), (gamma.ctypes.data, beta.ctypes.data))
 
+    def __repr__(self) -> str:
+        return f"Norm({self.gamma.size} features, eps={self.eps:g})"
+
 
 def layer_norm_ft(x: np.ndarray, residual: np.ndarray | None, ln: Norm | LayerNorm, threads: int, ws: Workspace | None = None) -> np.ndarray:
     """``LayerNorm(x + residual)`` over the feature axis of [features, tokens] arrays, written into ``x``."""
@@ -66,7 +70,7 @@ def layer_norm_ft(x: np.ndarray, residual: np.ndarray | None, ln: Norm | LayerNo
     return x
 
 
-@dataclass
+@dataclass(repr=False)
 class EngineLayer:
     qkv: PackedLinear
     attn_out: PackedLinear
@@ -76,16 +80,27 @@ class EngineLayer:
     ln_out: Norm
     attn_qparams: np.ndarray  # scale/zero point of q, k, scores, probs, v, context (scale 0 = not quantized)
 
+    def __repr__(self) -> str:
+        linears = ", ".join(f"{role}={getattr(self, role).kind}" for role in ("qkv", "attn_out", "ffn_in", "ffn_out"))
+        return f"EngineLayer({linears})"
 
-@dataclass
+
+@dataclass(repr=False)
 class Engine:
-    """A compiled model. Call it with int arrays [batch, seq]; returns outputs by ONNX output name."""
+    """A compiled model. Call it with int arrays [batch, seq]; returns outputs by ONNX output name.
+
+    Concurrency: one engine may be called from many threads at once, and each call returns what it would return
+    alone (bit for bit: every kernel sums in a fixed order whatever the scheduling). The packed weights are
+    read-only after ``compile``; each call takes activation buffers of its own from ``workspaces`` and gives
+    them back when it returns, and returned arrays never alias them. The kernels release the GIL, so calls
+    overlap; each uses ``threads`` OpenMP threads, so N concurrent calls want N x ``threads`` cores.
+    """
 
     model: BertModel
     threads: int
     layers: list[EngineLayer]
     compile_seconds: float = 0.0
-    workspace: Workspace = field(default_factory=Workspace)
+    workspaces: WorkspacePool = field(default_factory=WorkspacePool, compare=False)
     tables: dict[str, np.ndarray] = field(init=False, repr=False)  # embedding tables, fake-quantized once (elementwise)
 
     def __post_init__(self) -> None:
@@ -107,22 +122,27 @@ class Engine:
                 counts[p.kind] = counts.get(p.kind, 0) + 1
         return counts
 
-    def _embed(self, ids: np.ndarray, types: np.ndarray) -> np.ndarray:
+    def __repr__(self) -> str:
+        c = self.model.config
+        kinds = ", ".join(f"{k} x{n}" for k, n in sorted(self.kinds().items()))
+        return (f"Engine({c.architecture}, {len(self.layers)} layers, hidden {c.hidden}, threads={self.threads}; "
+                f"{kinds})")
+
+    def _embed(self, ids: np.ndarray, types: np.ndarray, ws: Workspace) -> np.ndarray:
         t = self.tables
         (batch, seq), hidden = ids.shape, t["word"].shape[1]
         for name, v, limit in (("token ids", ids, t["word"].shape[0]), ("token type ids", types, t["token_type"].shape[0])):
             if v.size and (v.min() < 0 or v.max() >= limit):  # the C gather does no bounds checks
                 raise InputError(f"{name} must lie in [0, {limit}); got values in [{v.min()}, {v.max()}]",
                                  "the tokenizer and the model's config disagree on the vocabulary")
-        ws = self.workspace
         x = ws.get("embeddings", (hidden, batch * seq))
         K.embed(*self._table_ptrs, ids.ctypes.data, types.ctypes.data, batch, seq, hidden, ws.ptr(x), self.threads)
         return layer_norm_ft(x, None, self._embed_norm, self.threads, ws)
 
-    def _attention(self, qkv: np.ndarray, layer: EngineLayer, batch: int, seq: int, mask_add: np.ndarray) -> np.ndarray:
+    def _attention(self, qkv: np.ndarray, layer: EngineLayer, batch: int, seq: int, mask_add: np.ndarray,
+                   ws: Workspace) -> np.ndarray:
         c = self.model.config
         d = c.hidden // c.heads
-        ws = self.workspace
         out = ws.get("context", (c.hidden, batch * seq))
         K.attention(ws.ptr(qkv), ws.ptr(out), mask_add.ctypes.data, batch, seq, c.heads, d,
                     float(1.0 / np.sqrt(np.float32(d))), layer.attn_qparams.ctypes.data, self.threads)
@@ -135,13 +155,19 @@ class Engine:
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
                  token_type_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
         ids, mask, types = model_inputs(self.model, input_ids, attention_mask, token_type_ids)
+        ws = self.workspaces.take()
+        try:
+            return self._forward(ids, mask, types, ws)
+        finally:
+            self.workspaces.give(ws)
+
+    def _forward(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray, ws: Workspace) -> dict[str, np.ndarray]:
         batch, seq = ids.shape
         mask_add = np.ascontiguousarray((1.0 - mask.astype(np.float32)) * np.float32(MASK_VALUE), dtype=np.float32)
-        x = self._embed(ids, types)
-        ws = self.workspace
+        x = self._embed(ids, types, ws)
         for layer in self.layers:
             qkv = layer.qkv(x, ws)
-            ctx = self._attention(qkv, layer, batch, seq, mask_add)
+            ctx = self._attention(qkv, layer, batch, seq, mask_add, ws)
             x = layer_norm_ft(layer.attn_out(ctx, ws), x, layer.ln_attn, self.threads, ws)
             hidden = layer.ffn_in(x, ws, gelu=True)
             x = layer_norm_ft(layer.ffn_out(hidden, ws), x, layer.ln_out, self.threads, ws)
@@ -155,7 +181,7 @@ class Engine:
             if m.pooler is not None:
                 pooled = np.tanh(self._head(m.pooler, pooled))
             return {"logits": self._head(m.classifier, pooled)}
-        return {"last_hidden_state": np.ascontiguousarray(tokens)}
+        return {"last_hidden_state": tokens.copy()}  # a copy even when contiguous: ``tokens`` may view ``ws``
 
 
 def _attention_qparams(aq: AttentionQuant | None) -> np.ndarray:
@@ -166,21 +192,26 @@ def _attention_qparams(aq: AttentionQuant | None) -> np.ndarray:
 
 class OnnxRuntimeEngine:
     """The exported graph on onnxruntime, with the ``Engine`` call signature: the backend for dense encoders,
-    where MLAS's dense GEMM beats any sparse format (there are no zeros to skip)."""
+    where MLAS's dense GEMM beats any sparse format (there are no zeros to skip).
 
-    def __init__(self, model: BertModel, threads: int, workdir: Path) -> None:
-        import onnxruntime as ort
+    Safe to call from many threads at once, like ``Engine`` (``InferenceSession.run`` is thread-safe). The graph
+    is exported into ``workdir`` and kept there; without one it goes to a temporary directory that is removed
+    as soon as the session has read it.
+    """
 
-        from zoo.convert.onnx_export import export
-
+    def __init__(self, model: BertModel, threads: int, workdir: Path | None = None) -> None:
         start = time.perf_counter()
         self.model, self.threads = model, threads
-        path = workdir / ("model.int8.onnx" if model.quantized else "model.onnx")
-        export(model, path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        if workdir is not None:
+            self.session = _session(model, threads, workdir)
+        else:
+            with tempfile.TemporaryDirectory(prefix="zoo-ort-") as scratch:
+                self.session = _session(model, threads, Path(scratch))
         self.compile_seconds = time.perf_counter() - start
+
+    def __repr__(self) -> str:
+        c = self.model.config
+        return f"OnnxRuntimeEngine({c.architecture}, {len(self.model.layers)} layers, hidden {c.hidden}, threads={self.threads})"
 
     @property
     def output_names(self) -> list[str]:
@@ -194,6 +225,19 @@ class OnnxRuntimeEngine:
         ids, mask, types = model_inputs(self.model, input_ids, attention_mask, token_type_ids)
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return dict(zip(self.output_names, self.session.run(None, feed), strict=True))
+
+
+def _session(model: BertModel, threads: int, workdir: Path):  # noqa: ANN202 - an onnxruntime.InferenceSession
+    """An onnxruntime session over ``model`` exported into ``workdir`` (the session holds the graph in memory)."""
+    import onnxruntime as ort
+
+    from zoo.convert.onnx_export import export
+
+    path = workdir / ("model.int8.onnx" if model.quantized else "model.onnx")
+    export(model, path)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def encoder_density(model: BertModel) -> float:
@@ -214,6 +258,7 @@ def compile(model: BertModel, threads: int | None = None, int8: bool = True, bac
 
     ``backend="sparse"`` packs every encoder Linear (fastest packing per Linear, measured); ``"onnxruntime"``
     runs the exported graph; ``"auto"`` takes onnxruntime for dense encoders and the sparse engine otherwise.
+    The onnxruntime backend keeps its exported graph in ``workdir`` when one is given and leaves no file otherwise.
     """
     model.require_finite()
     threads = threads or default_threads()
@@ -222,9 +267,7 @@ def compile(model: BertModel, threads: int | None = None, int8: bool = True, bac
 
         raise ZooError(f"unknown backend {backend!r}", "use auto, sparse or onnxruntime")
     if backend == "onnxruntime" or (backend == "auto" and encoder_density(model) > DENSE_MODEL_ABOVE):
-        import tempfile
-
-        return OnnxRuntimeEngine(model, threads, workdir or Path(tempfile.mkdtemp(prefix="zoo-ort-")))
+        return OnnxRuntimeEngine(model, threads, workdir)
     return compile_sparse(model, threads, int8)
 
 

@@ -49,7 +49,31 @@ class Workspace:
         return hit[1] if hit is not None and hit[0] is arr else arr.ctypes.data
 
 
-@dataclass
+class WorkspacePool:
+    """Workspaces for concurrent calls: a call takes one of its own and gives it back when done, so calls from
+    several threads never share a buffer, and sequential calls keep reusing the same warm one.
+
+    ``take`` and ``give`` are single ``list.pop``/``list.append`` calls, atomic in CPython, so no lock is needed;
+    the pool grows to as many workspaces as calls ever ran at once.
+    """
+
+    def __init__(self) -> None:
+        self._free: list[Workspace] = []
+
+    def take(self) -> Workspace:
+        try:
+            return self._free.pop()
+        except IndexError:
+            return Workspace()
+
+    def give(self, ws: Workspace) -> None:
+        self._free.append(ws)
+
+    def __len__(self) -> int:
+        return len(self._free)
+
+
+@dataclass(repr=False)
 class PackedLinear:
     """One Linear (or fused Q/K/V) ready for ``Y[out, T] = W X[in, T] + b``."""
 
@@ -65,10 +89,14 @@ class PackedLinear:
     _ptrs: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def ptrs(self) -> dict[str, int]:
-        """Data addresses of the packed arrays and bias (fixed once packed)."""
+        """Data addresses of the packed arrays and bias (fixed once packed; built whole, then published, so a
+        concurrent first call never sees a half-filled table)."""
         if not self._ptrs:
-            self._ptrs.update({k: v.ctypes.data for k, v in self.arrays.items()}, bias=self.bias.ctypes.data)
+            self._ptrs = {**{k: v.ctypes.data for k, v in self.arrays.items()}, "bias": self.bias.ctypes.data}
         return self._ptrs
+
+    def __repr__(self) -> str:
+        return f"PackedLinear({self.name!r}, {self.kind}, {self.out_features}x{self.in_features}, nnz={self.nnz})"
 
     @property
     def nnz(self) -> int:
