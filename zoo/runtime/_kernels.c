@@ -4,9 +4,11 @@
  * drives contiguous vector work over tokens. Three Linear kernels:
  *   csr_f32      : Y[out][T] = W_csr X + b, fp32, unstructured or block-4 weights (CSR).
  *   b4_f32       : same with block-4 CSR (one column index per 4 weights).
- *   b4_int8      : int8 block-4 weights x uint8 activations in VNNI layout [in/4][T][4] -> int32 -> fp32.
+ *   b4_int8      : int8 block-4 weights x uint8 activations in VNNI layout [in/4][T][4] -> int32 -> fp32
+ *                  (VNNI, or AVX2 by zero-extension to int16 and vpmaddwd).
  * plus the elementwise pieces that would otherwise dominate (GELU, softmax, quantize+interleave).
- * Each hot kernel has an AVX-512 (VNNI for int8) body selected at run time and a portable C body.
+ * Each hot kernel has an AVX-512 (VNNI for int8) body, an AVX2+FMA body (_kernels_avx2.h) and a portable C body,
+ * selected at run time in that order (ZOO_NO_AVX512 / ZOO_NO_AVX2 switch a family off).
  * Threads: OpenMP over output rows, dynamic chunks (rows have unequal non-zero counts).
  */
 #define PY_SSIZE_T_CLEAN
@@ -27,7 +29,7 @@
 
 #define TILE 128  /* tokens per register tile: 8 zmm of fp32 / int32 */
 
-static int has_avx512 = 0, has_vnni = 0;
+static int has_avx512 = 0, has_avx2 = 0, has_vnni = 0;
 
 /* Linear epilogue/prologue flags: GELU on the way out; ACCUMULATE adds into Y instead of starting from the bias
  * (CSR only: a Linear split by input-feature chunks runs one product per chunk) */
@@ -57,6 +59,11 @@ static inline float erf_approx(float x) {
 }
 
 static inline float gelu1(float v) { return 0.5f * v * (1.0f + erf_approx(v * 0.70710678118654752f)); }
+
+/* the polynomials of exp_neg and erf_approx, highest degree first, for the vector bodies */
+static const float EXP_POLY[7] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
+static const float ERF_POLY[10] = {0.17087277f, -0.82215223f, 1.48851587f, -1.13520398f, 0.27886807f,
+                                   -0.18628806f, 0.09678418f, 0.37409196f, 1.00002368f, -1.26551223f};
 
 #if ZOO_X86
 static inline __mmask16 tail_mask(int64_t remaining) {
@@ -110,13 +117,8 @@ static inline __m512 exp_neg16(__m512 x) {
     const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), x);
     r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.428606765330187e-06f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    __m512 p = _mm512_set1_ps(EXP_POLY[0]);
+    for (int i = 1; i < 7; i++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_POLY[i]));
     return _mm512_scalef_ps(p, k);
 }
 
@@ -129,16 +131,8 @@ static inline __m512 gelu16(__m512 v) {
     const __m512 den = _mm512_fmadd_ps(z, _mm512_set1_ps(0.5f), one);
     __m512 t = _mm512_rcp14_ps(den);
     t = _mm512_mul_ps(t, _mm512_fnmadd_ps(den, t, _mm512_set1_ps(2.0f)));
-    __m512 p = _mm512_set1_ps(0.17087277f);
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.82215223f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.48851587f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.13520398f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.27886807f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.18628806f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.09678418f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.37409196f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.00002368f));
-    p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.26551223f));
+    __m512 p = _mm512_set1_ps(ERF_POLY[0]);
+    for (int i = 1; i < 10; i++) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(ERF_POLY[i]));
     p = _mm512_fnmadd_ps(z, z, p);
     const __m512 y = _mm512_fnmadd_ps(t, exp_neg16(p), one);
     const __m512 erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y),
@@ -150,6 +144,11 @@ static inline __m512 gelu16(__m512 v) {
 __attribute__((target("avx512f")))
 static inline __m512 act16(__m512 v, int act) { return (act & GELU) ? gelu16(v) : v; }
 #endif
+
+#include "_kernels_avx2.h"
+
+/* AVX2 bodies take whole groups of 8 tokens/columns; the portable body finishes the rest */
+#define AVX2_PART(n) ((n) & ~(int64_t)7)
 
 /* ------------------------------------------------------------------ fp32 CSR (portable) */
 static void csr_f32_row_generic(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
@@ -221,7 +220,7 @@ static void b4_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a,
     int64_t t0 = 0;
     for (; t0 + TILE <= T; t0 += TILE) {
         __m512 c[8];
-        for (int i = 0; i < 8; i++) c[i] = _mm512_set1_ps(bias);
+        for (int i = 0; i < 8; i++) c[i] = (act & ACCUMULATE) ? _mm512_loadu_ps(y + t0 + 16 * i) : _mm512_set1_ps(bias);
         for (int64_t k = a; k < b; k++) {
             const float *x = X + (int64_t)cols[k] * ldx + t0;
             const float *w4 = vals + 4 * k;
@@ -240,7 +239,7 @@ static void b4_f32_row_avx512(const float *vals, const int32_t *cols, int64_t a,
     for (; t0 < T; t0 += 16) {
         const int64_t n = T - t0 < 16 ? T - t0 : 16;
         const __mmask16 m = (__mmask16)((1u << n) - 1u);
-        __m512 c = _mm512_set1_ps(bias);
+        __m512 c = (act & ACCUMULATE) ? _mm512_maskz_loadu_ps(m, y + t0) : _mm512_set1_ps(bias);
         for (int64_t k = a; k < b; k++) {
             const float *x = X + (int64_t)cols[k] * ldx + t0;
             for (int j = 0; j < 4; j++)
@@ -310,7 +309,7 @@ static void b4_i8_row_vnni(const int32_t *wpk, const int32_t *groups, int64_t a,
 
 static void b4_f32_row_generic(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *X, int64_t ldx,
                                int64_t T, float *y, float bias, int act) {
-    for (int64_t t = 0; t < T; t++) y[t] = bias;
+    if (!(act & ACCUMULATE)) for (int64_t t = 0; t < T; t++) y[t] = bias;
     for (int64_t k = a; k < b; k++)
         for (int j = 0; j < 4; j++) {
             const float w = vals[4 * k + j];
@@ -407,6 +406,12 @@ static void gemm_rows(const float *A, int64_t ars, int64_t aks, const float *B, 
                       int64_t R, int64_t Kd, int64_t N) {
 #if ZOO_X86
     if (has_avx512) { gemm_rows_avx512(A, ars, aks, B, ldb, Y, ldy, R, Kd, N); return; }
+    if (has_avx2) {
+        const int64_t n = N & ~(int64_t)15;
+        gemm_rows_avx2(A, ars, aks, B, ldb, Y, ldy, R, Kd, n);
+        if (n < N) gemm_rows_generic(A, ars, aks, B + n, ldb, Y + n, ldy, R, Kd, N - n);
+        return;
+    }
 #endif
     gemm_rows_generic(A, ars, aks, B, ldb, Y, ldy, R, Kd, N);
 }
@@ -414,6 +419,12 @@ static void gemm_rows(const float *A, int64_t ars, int64_t aks, const float *B, 
 static void softmax_cols(float *P, int64_t ldp, int64_t R, int64_t N, const float *mask, float scale) {
 #if ZOO_X86
     if (has_avx512) { softmax_cols_avx512(P, ldp, R, N, mask, scale); return; }
+    if (has_avx2) {
+        const int64_t n = AVX2_PART(N);
+        softmax_cols_avx2(P, ldp, R, n, mask, scale);
+        if (n < N) softmax_cols_generic(P + n, ldp, R, N - n, mask, scale);
+        return;
+    }
 #endif
     softmax_cols_generic(P, ldp, R, N, mask, scale);
 }
@@ -511,8 +522,16 @@ static PyObject *py_spmm_f32(PyObject *self, PyObject *args) {
                 continue;
             }
 #endif
-            if (kind == 0) csr_f32_row_generic(vp, cp, ip[r], ip[r + 1], Xt, T, tw, yr, bv, act);
-            else b4_f32_row_generic(vp, cp, ip[r], ip[r + 1], Xt, T, tw, yr, bv, act);
+            int64_t done = 0;
+#if ZOO_X86
+            if (has_avx2 && (done = AVX2_PART(tw)) > 0) {
+                if (kind == 0) csr_f32_row_avx2(vp, cp, ip[r], ip[r + 1], Xt, T, done, yr, bv, act);
+                else b4_f32_row_avx2(vp, cp, ip[r], ip[r + 1], Xt, T, done, yr, bv, act);
+                if (done == tw) continue;
+            }
+#endif
+            if (kind == 0) csr_f32_row_generic(vp, cp, ip[r], ip[r + 1], Xt + done, T, tw - done, yr + done, bv, act);
+            else b4_f32_row_generic(vp, cp, ip[r], ip[r + 1], Xt + done, T, tw - done, yr + done, bv, act);
         }
     }
     Py_END_ALLOW_THREADS
@@ -542,7 +561,14 @@ static PyObject *py_spmm_i8(PyObject *self, PyObject *args) {
 #if ZOO_X86
             if (has_vnni && !generic) { b4_i8_row_vnni(wp, gp, ip[r], ip[r + 1], xp, T, tw, yr, sc, of, act); continue; }
 #endif
-            b4_i8_row_generic(wp, gp, ip[r], ip[r + 1], xp, T, tw, yr, sc, of, act);
+            int64_t done = 0;
+#if ZOO_X86
+            if (has_avx2 && !generic && (done = AVX2_PART(tw)) > 0) {
+                b4_i8_row_avx2(wp, gp, ip[r], ip[r + 1], xp, T, done, yr, sc, of, act);
+                if (done == tw) continue;
+            }
+#endif
+            b4_i8_row_generic(wp, gp, ip[r], ip[r + 1], xp + 4 * done, T, tw - done, yr + done, sc, of, act);
         }
     }
     Py_END_ALLOW_THREADS
@@ -572,15 +598,19 @@ static PyObject *py_gelu(PyObject *self, PyObject *args) {
 #if ZOO_X86
         if (has_avx512) { gelu_span_avx512(p, len); continue; }
 #endif
-        for (int64_t j = 0; j < len; j++) p[j] = gelu1(p[j]);
+        int64_t j = 0;
+#if ZOO_X86
+        if (has_avx2) gelu_span_avx2(p, j = AVX2_PART(len));
+#endif
+        for (; j < len; j++) p[j] = gelu1(p[j]);
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
 /* X float [F][T] -> uint8 [F/4][T][4] (the VNNI operand layout), q = clamp(round_half_even(x / s) + zp, 0, 255) */
-static void quant_group_generic(const float *X, uint8_t *out, int64_t g, int64_t T, float s, float zp) {
-    for (int64_t t = 0; t < T; t++)
+static void quant_group_generic(const float *X, uint8_t *out, int64_t g, int64_t T, int64_t t0, float s, float zp) {
+    for (int64_t t = t0; t < T; t++)
         for (int j = 0; j < 4; j++) {
             float q = nearbyintf(X[(4 * g + j) * T + t] / s) + zp;
             q = q < 0.0f ? 0.0f : (q > 255.0f ? 255.0f : q);
@@ -621,8 +651,9 @@ static PyObject *py_quantize(PyObject *self, PyObject *args) {
     for (Py_ssize_t g = 0; g < F / 4; g++) {
 #if ZOO_X86
         if (has_avx512) { quant_group_avx512(PTR(const float *, X), PTR(uint8_t *, out), g, T, s, zp); continue; }
+        if (has_avx2) quant_group_avx2(PTR(const float *, X), PTR(uint8_t *, out), g, T, s, zp);
 #endif
-        quant_group_generic(PTR(const float *, X), PTR(uint8_t *, out), g, T, s, zp);
+        quant_group_generic(PTR(const float *, X), PTR(uint8_t *, out), g, T, has_avx2 ? AVX2_PART(T) : 0, s, zp);
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
@@ -682,8 +713,14 @@ static PyObject *py_layernorm(PyObject *self, PyObject *args) {
     } else
 #endif
     {
+        const Py_ssize_t vec = has_avx2 ? AVX2_PART(T) : 0;  /* tokens [0, vec) in groups of 8, the rest one by one */
 #pragma omp parallel for schedule(static)
-        for (Py_ssize_t t = 0; t < T; t++) layernorm_generic(xp, rp, op, gp, bp, eps, F, T, t);
+        for (Py_ssize_t i = 0; i < vec / 8 + (T - vec); i++) {
+#if ZOO_X86
+            if (i < vec / 8) { layernorm_avx2(xp, rp, op, gp, bp, eps, F, T, 8 * i); continue; }
+#endif
+            layernorm_generic(xp, rp, op, gp, bp, eps, F, T, vec + (i - vec / 8));
+        }
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
@@ -719,12 +756,13 @@ static PyObject *py_embed(PyObject *self, PyObject *args) {
 }
 
 static PyObject *py_features(PyObject *self, PyObject *args) {
-    return Py_BuildValue("{s:O,s:O}", "avx512", has_avx512 ? Py_True : Py_False, "vnni", has_vnni ? Py_True : Py_False);
+    return Py_BuildValue("{s:O,s:O,s:O}", "avx512", has_avx512 ? Py_True : Py_False, "avx2", has_avx2 ? Py_True : Py_False,
+                         "vnni", has_vnni ? Py_True : Py_False);
 }
 
 static PyMethodDef methods[] = {
     {"spmm_f32", py_spmm_f32, METH_VARARGS, "fp32 CSR / block-4 CSR sparse x dense product"},
-    {"spmm_i8", py_spmm_i8, METH_VARARGS, "int8 block-4 x uint8 product (VNNI when present)"},
+    {"spmm_i8", py_spmm_i8, METH_VARARGS, "int8 block-4 x uint8 product (VNNI or AVX2 when present)"},
     {"attention", py_attention, METH_VARARGS, "multi-head attention over features x tokens activations"},
     {"gelu", py_gelu, METH_VARARGS, "in-place exact-erf GELU"},
     {"quantize", py_quantize, METH_VARARGS, "fp32 [F][T] -> uint8 [F/4][T][4]"},
@@ -741,6 +779,7 @@ PyMODINIT_FUNC PyInit__kernels(void) {
     __builtin_cpu_init();
     has_avx512 = __builtin_cpu_supports("avx512f") && getenv("ZOO_NO_AVX512") == NULL;
     has_vnni = has_avx512 && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
+    has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && getenv("ZOO_NO_AVX2") == NULL;
 #endif
     return PyModule_Create(&module);
 }

@@ -61,7 +61,7 @@ def tolerance(model: BertModel, ref: dict[str, np.ndarray]) -> float:
 def cpu_summary() -> str:
     from zoo.runtime import _kernels
 
-    return ",".join(k for k, v in _kernels.features().items() if v) or "generic"
+    return ",".join(k for k, v in _kernels.features().items() if v) or "portable"
 
 
 def _cause(threads: int, model: BertModel) -> str:
@@ -69,8 +69,13 @@ def _cause(threads: int, model: BertModel) -> str:
     causes = []
     if model.config.hidden * model.config.layers < 768 * 3:
         causes.append(f"a small model ({model.config.layers} layers x {model.config.hidden} wide): fixed per-call costs dominate")
-    if "vnni" not in cpu.lower() or "avx512" not in cpu.lower():
-        causes.append(f"this CPU lacks AVX-512/VNNI ({cpu}), so the portable kernels ran")
+    kernels = set(cpu.split(","))
+    if not kernels & {"avx512", "avx2"}:
+        causes.append(f"neither AVX-512 nor AVX2 kernels are active ({cpu}), so the portable kernels ran")
+    elif "avx512" not in kernels:
+        causes.append(f"this CPU lacks AVX-512 ({cpu}), so the AVX2 kernels ran (half the vector width)")
+    elif "vnni" not in kernels and "avx2" in kernels and model.quantized:
+        causes.append(f"this CPU lacks VNNI ({cpu}), so int8 products ran on AVX2 (no dot-product instructions)")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if threads < cores:
         causes.append(f"threads limited to {threads} of {cores} cores")
