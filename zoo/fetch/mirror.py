@@ -290,7 +290,7 @@ def serve(root: Path, host: str = "127.0.0.1", port: int = 0, verbose: bool = Fa
 def pull(names: list[str], to: Path) -> list[dict[str, Any]]:
     """Copy installed, verified models into ``to/<repo>/`` with a hashes file, for an offline site's mirror."""
     from zoo.catalog import resolve
-    from zoo.fetch.store import Store
+    from zoo.fetch.store import Store, clean_stale_tmp
 
     store = Store()
     out = []
@@ -304,6 +304,7 @@ def pull(names: list[str], to: Path) -> list[dict[str, Any]]:
                 raise ZooError(f"{manifest.name}/{f.path} failed verification in the cache", f"run `zoo download {manifest.name}`")
             dest = target / f.path
             dest.parent.mkdir(parents=True, exist_ok=True)
+            clean_stale_tmp(dest.parent)  # copies an earlier pull left behind when it was killed
             tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
             shutil.copyfile(store.blob(f.sha256), tmp)
             os.replace(tmp, dest)
