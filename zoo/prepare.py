@@ -97,7 +97,7 @@ def _download(card: ModelCard, settings: Settings, revision: str | None, sources
               on_status: Callable[[str], None] | None) -> InstallResult:
     from zoo.fetch.store import Store
 
-    if on_status is not None and Store(settings.home).manifest(card.name) is None:
+    if on_status is not None and not settings.offline and Store(settings.home).manifest(card.name) is None:
         on_status(f"{card.name} is not installed: downloading it first")
     return download(card.name, settings, revision=revision, sources=sources, reporter=reporter)
 

@@ -10,11 +10,11 @@ import sys
 
 import click
 
-from zoo.cli import catalog, convert, fetch, pipelines, runtime
+from zoo.cli import catalog, convert, fetch, pipelines, runtime, serve
 from zoo.cli.app import app
 from zoo.errors import ZooError
 
-for _module in (catalog, fetch, convert, pipelines, runtime):
+for _module in (catalog, fetch, convert, pipelines, runtime, serve):
     for _command in _module.COMMANDS:
         app.add_command(_command)
 

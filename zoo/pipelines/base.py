@@ -1,8 +1,14 @@
-"""What every pipeline shares: a compiled engine, a tokenizer, batching of encodings into arrays."""
+"""What every pipeline shares: a compiled engine, a tokenizer, batching of encodings into arrays.
+
+A task call is planned as ``Job``s (one input's encodings and how their outputs become its answer), run
+through ``forward`` and finished; the server batches the jobs of concurrent requests the same way, so an
+answer does not depend on what it was batched with.
+"""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,6 +17,14 @@ import numpy as np
 
 # Truncating tokenizers kept per pipeline (one per distinct setting; a QA setting varies only with the window size).
 TRUNCATING_KEPT = 8
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input: its encodings, and ``finish`` turning their outputs (one dict per encoding) into its answer."""
+
+    encodings: list[Any]
+    finish: Callable[[list[dict[str, np.ndarray]]], Any]
 
 
 @dataclass
@@ -44,21 +58,44 @@ class Pipeline:
             tok = self._truncating.setdefault(key, tok)
         return tok
 
-    def run(self, encodings: list[Any]) -> dict[str, np.ndarray]:
-        """Run the engine over encodings (padded per batch to the longest), concatenating outputs."""
-        outputs: dict[str, list[np.ndarray]] = {}
-        for i in range(0, len(encodings), self.batch_size):
-            chunk = encodings[i:i + self.batch_size]
-            width = max(len(e.ids) for e in chunk)
-            ids = np.zeros((len(chunk), width), dtype=np.int64)
-            mask = np.zeros_like(ids)
-            types = np.zeros_like(ids)
-            for row, e in enumerate(chunk):
+    def forward(self, encodings: list[Any], batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
+        """The engine's outputs for each encoding (token outputs cut to the encoding's length).
+
+        Encodings are grouped by length into batches of ``batch_size`` (padding stays small); the order
+        of the result is the order of ``encodings``.
+        """
+        size = max(1, batch_size or self.batch_size)
+        per_token = self.config.head is None or self.config.head.span
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
+        results: list[dict[str, np.ndarray]] = [{} for _ in encodings]
+        for at in range(0, len(order), size):
+            rows = order[at:at + size]
+            width = max(len(encodings[i].ids) for i in rows)
+            ids = np.zeros((len(rows), width), dtype=np.int64)
+            mask, types = np.zeros_like(ids), np.zeros_like(ids)
+            for row, i in enumerate(rows):
+                e = encodings[i]
                 n = len(e.ids)
                 ids[row, :n], mask[row, :n], types[row, :n] = e.ids, e.attention_mask, e.type_ids
             for key, value in self.engine(ids, mask, types).items():
-                outputs.setdefault(key, []).extend(list(value))
-        return {k: np.stack(v) if k == "logits" else v for k, v in outputs.items()}  # type: ignore[misc]
+                for row, i in enumerate(rows):
+                    results[i][key] = value[row][:len(encodings[i].ids)] if per_token else value[row]
+        return results
+
+    def run(self, encodings: list[Any]) -> dict[str, Any]:
+        """``forward`` with outputs gathered by name (classification logits stacked into one array)."""
+        outs = self.forward(encodings)
+        names = outs[0] if outs else {}
+        return {k: np.stack([o[k] for o in outs]) if k == "logits" else [o[k] for o in outs] for k in names}
+
+    def run_jobs(self, jobs: list[Job]) -> list[Any]:
+        """Every job's answer, their encodings run together."""
+        outs = self.forward([e for j in jobs for e in j.encodings])
+        answers, at = [], 0
+        for j in jobs:
+            answers.append(j.finish(outs[at:at + len(j.encodings)]))
+            at += len(j.encodings)
+        return answers
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} on {type(self.engine).__name__}>"

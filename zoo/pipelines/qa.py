@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from zoo.errors import ZooError
-from zoo.pipelines.base import Pipeline
+from zoo.errors import InputError
+from zoo.pipelines.base import Job, Pipeline
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,30 @@ class QuestionAnswering(Pipeline):
         """``qa(question=..., context=...)`` -> dict (a list of dicts when ``top_k > 1``); lists of questions
         and contexts, or a list of ``{"question", "context"}`` dicts, give one result per pair."""
         pairs, single = _pairs(args, question, context)
-        if top_k < 1 or max_answer_len < 1:
-            raise ZooError("top_k and max_answer_len must be at least 1")
-        results = []
-        for q, c in pairs:
-            answers = self.answer(q, c, top_k, doc_stride, max_answer_len, max_seq_len, max_question_len)
-            dicts = [a.to_dict() for a in answers] or [{"answer": "", "score": 0.0, "start": 0, "end": 0}]
-            results.append(dicts[0] if top_k == 1 else dicts)
+        jobs = [self.plan_answer(q, c, top_k, doc_stride, max_answer_len, max_seq_len, max_question_len) for q, c in pairs]
+        results = self.run_jobs(jobs)
         return results[0] if single else results
+
+    def plan_answer(self, question: str, context: str, top_k: int = 1, doc_stride: int = 128, max_answer_len: int = 15,
+                    max_seq_len: int = 384, max_question_len: int = 64) -> Job:
+        """The job answering one question: its windows, and how their logits become the answer (a dict, or a
+        list of ``top_k`` dicts when ``top_k > 1``; an empty answer when no span qualifies)."""
+        for name, value in (("top_k", top_k), ("doc_stride", doc_stride), ("max_answer_len", max_answer_len),
+                            ("max_seq_len", max_seq_len), ("max_question_len", max_question_len)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if not isinstance(question, str) or not isinstance(context, str):
+            raise InputError(f"question and context must be strings, got {type(question).__name__} and {type(context).__name__}")
+        if not question.strip() or not context.strip():
+            raise InputError("question and context must both be non-empty")
+        windows = self.windows(question, context, doc_stride, max_seq_len, max_question_len)
+
+        def finish(outs: list[dict[str, np.ndarray]]) -> Any:
+            dicts = [a.to_dict() for a in self._best(context, windows, outs, top_k, max_answer_len)]
+            dicts = dicts or [{"answer": "", "score": 0.0, "start": 0, "end": 0}]
+            return dicts[0] if top_k == 1 else dicts
+
+        return Job(windows, finish)
 
     def windows(self, question: str, context: str, doc_stride: int, max_seq_len: int, max_question_len: int) -> list[Any]:
         """The encodings of every window of ``context`` (question first, then a slice of the context)."""
@@ -77,23 +93,18 @@ class QuestionAnswering(Pipeline):
             q_ids = q_ids[:max_question_len]
         room = max_seq_len - len(q_ids) - 3
         if room < 2:
-            raise ZooError(f"max_seq_len {max_seq_len} leaves no room for the context after a {len(q_ids)}-token question")
+            raise InputError(f"max_seq_len {max_seq_len} leaves no room for the context after a {len(q_ids)}-token question")
         stride = min(doc_stride, max_seq_len // 2, room - 1)
         enc = self.truncating(max_length=max_seq_len, stride=stride, strategy="only_second").encode(question, context)
         return [enc, *enc.overflowing]
 
-    def answer(self, question: str, context: str, top_k: int = 1, doc_stride: int = 128, max_answer_len: int = 15,
-               max_seq_len: int = 384, max_question_len: int = 64) -> list[Answer]:
-        if not question.strip() or not context.strip():
-            raise ZooError("question and context must both be non-empty")
-        windows = self.windows(question, context, doc_stride, max_seq_len, max_question_len)
-        out = self.run(windows)
+    @staticmethod
+    def _best(context: str, windows: list[Any], outs: list[dict[str, np.ndarray]], top_k: int, max_answer_len: int) -> list[Answer]:
         found: dict[tuple[int, int], float] = {}
-        for w, enc in enumerate(windows):
+        for enc, out in zip(windows, outs, strict=True):
             seq_ids = np.array([s if s is not None else -1 for s in enc.sequence_ids])
             undesired = seq_ids != 1
-            start, end = out["start_logits"][w][:len(enc.ids)], out["end_logits"][w][:len(enc.ids)]
-            for s, e, score in best_spans(start, end, undesired, top_k, max_answer_len):
+            for s, e, score in best_spans(out["start_logits"], out["end_logits"], undesired, top_k, max_answer_len):
                 span = (enc.offsets[s][0], enc.offsets[e][1])
                 found[span] = max(score, found.get(span, 0.0))
         best = sorted(found.items(), key=lambda kv: -kv[1])[:top_k]
@@ -107,13 +118,13 @@ def _pairs(args: tuple[Any, ...], question: Any, context: Any) -> tuple[list[tup
             return [(items["question"], items["context"])], True
         if isinstance(items, list | tuple) and all(isinstance(i, dict) for i in items):
             return [(i["question"], i["context"]) for i in items], False
-        raise ZooError("pass question= and context=, or a list of {'question': ..., 'context': ...}")
+        raise InputError("pass question= and context=, or a list of {'question': ..., 'context': ...}")
     if question is None or context is None:
-        raise ZooError("pass question= and context=")
+        raise InputError("pass question= and context=")
     if isinstance(question, str) and isinstance(context, str):
         return [(question, context)], True
     qs = [question] * len(context) if isinstance(question, str) else list(question)
     cs = [context] * len(qs) if isinstance(context, str) else list(context)
     if len(qs) != len(cs):
-        raise ZooError(f"{len(qs)} questions but {len(cs)} contexts")
+        raise InputError(f"{len(qs)} questions but {len(cs)} contexts")
     return list(zip(qs, cs, strict=True)), False

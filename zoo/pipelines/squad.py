@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.errors import ZooError
+from zoo.errors import InputError
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
@@ -58,9 +58,9 @@ def read_squad(path: Path) -> Iterator[Example]:
                 for qa in para["qas"]:
                     yield Example(str(qa["id"]), qa["question"], para["context"], tuple(a["text"] for a in qa["answers"]))
     except FileNotFoundError:
-        raise ZooError(f"{path} does not exist") from None
+        raise InputError(f"{path} does not exist") from None
     except (ValueError, KeyError, TypeError) as exc:
-        raise ZooError(f"{path} is not SQuAD v1.1 JSON ({type(exc).__name__}: {exc})",
+        raise InputError(f"{path} is not SQuAD v1.1 JSON ({type(exc).__name__}: {exc})",
                        "expected {'data': [{'paragraphs': [{'context', 'qas': [{'id', 'question', 'answers'}]}]}]}") from None
 
 
@@ -68,7 +68,7 @@ def evaluate(examples: list[Example], predictions: dict[str, str]) -> dict[str, 
     """{"exact_match", "f1"} in percent over the examples that have ground truths."""
     scored = [e for e in examples if e.answers]
     if not scored:
-        raise ZooError("no examples with answers to score")
+        raise InputError("no examples with answers to score")
     em = sum(best_over_truths(exact_match_score, predictions.get(e.id, ""), list(e.answers)) for e in scored)
     f1 = sum(best_over_truths(f1_score, predictions.get(e.id, ""), list(e.answers)) for e in scored)
     return {"exact_match": 100.0 * em / len(scored), "f1": 100.0 * f1 / len(scored), "count": len(scored)}
