@@ -173,15 +173,13 @@ class Engine:
             x = layer_norm_ft(layer.ffn_out(hidden, ws), x, layer.ln_out, self.threads, ws)
         tokens = x.T.reshape(batch, seq, -1)
         m = self.model
-        if m.qa is not None:
-            logits = self._head(m.qa, tokens)
-            return {"start_logits": np.ascontiguousarray(logits[..., 0]), "end_logits": np.ascontiguousarray(logits[..., 1])}
-        if m.classifier is not None:
-            pooled = tokens[:, 0]
+        if m.head is None or m.head_linear is None:
+            return {"last_hidden_state": tokens.copy()}  # a copy even when contiguous: ``tokens`` may view ``ws``
+        if m.head.pooled:
+            tokens = tokens[:, 0]
             if m.pooler is not None:
-                pooled = np.tanh(self._head(m.pooler, pooled))
-            return {"logits": self._head(m.classifier, pooled)}
-        return {"last_hidden_state": tokens.copy()}  # a copy even when contiguous: ``tokens`` may view ``ws``
+                tokens = np.tanh(self._head(m.pooler, tokens))
+        return m.head.outputs_of(self._head(m.head_linear, tokens), lambda a, i: np.ascontiguousarray(a[..., i]))
 
 
 def _attention_qparams(aq: AttentionQuant | None) -> np.ndarray:
