@@ -11,7 +11,12 @@ The served subset is what huggingface_hub's downloads use (checked against its 2
 A repo is any directory under DIR holding ``config.json`` (``DIR/<org>/<name>/`` or ``DIR/<name>/``). Each
 repo has one revision, ``main``, whose commit id is derived from its content (sha1 over paths and hashes).
 Files over 1 MiB or with a weights extension are described as LFS files (ETag = sha256, as on the Hub);
-others carry their git blob id. Paths that leave DIR (``..``, absolute, symlinks out) are refused.
+others carry their git blob id.
+
+Only the repos' visible files are served: dot-files and dot-directories (``.git/``, ``.env``) at any depth, paths
+that leave DIR (``..``, absolute) and symlinks that leave their repo or land on a dot-file are neither listed nor
+served. Oversized request targets get 414, malformed ones 400, and the server underneath (``httpserver``) bounds
+what a client can hold: time and bytes per request head, stalls, connections at once.
 """
 
 from __future__ import annotations
@@ -19,21 +24,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from zoo.errors import ZooError
 from zoo.fetch.hashing import StreamHash
+from zoo.fetch.httpserver import BoundedHandler, BoundedHTTPServer, Limits
 from zoo.fetch.sources import HASHES_FILE
 
 LFS_MIN = 1 << 20
 LFS_SUFFIXES = (".bin", ".safetensors", ".onnx", ".pt", ".pth", ".h5", ".msgpack", ".ot")
+MAX_TARGET = 8 << 10  # characters in a request target (414 beyond)
+NAME_MAX = 255  # bytes in one path component, as in the file systems we serve from (414 beyond)
 
 
 @dataclass(frozen=True)
@@ -62,51 +71,70 @@ class Catalog:
 
     def repo_dir(self, repo: str) -> Path | None:
         parts = repo.split("/")
-        if not 1 <= len(parts) <= 2 or any(p in ("", ".", "..") or "\\" in p for p in parts):
+        if not 1 <= len(parts) <= 2:
             return None
-        path = (self.root / repo).resolve()
-        if not path.is_relative_to(self.root) or not (path / "config.json").is_file():
-            return None
-        return path
+        return _inside(self.root, parts, lambda p: (p / "config.json").is_file())
 
     def file(self, repo_dir: Path, rel: str) -> Path | None:
-        """The file ``rel`` inside a repo, or None when it does not exist or would escape the root."""
-        parts = rel.split("/")
-        if not rel or any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts) or rel.startswith("/"):
-            return None
-        path = (repo_dir / rel).resolve()
-        return path if path.is_relative_to(repo_dir) and path.is_file() else None
+        """The visible file ``rel`` inside a repo, or None when it does not exist, is hidden or would leave the repo."""
+        return _inside(repo_dir, rel.split("/"), Path.is_file)
 
-    def info(self, repo_dir: Path, path: Path) -> FileInfo:
+    def info(self, repo_dir: Path, path: Path, rel: str | None = None) -> FileInfo:
+        """``path`` hashed, listed as ``rel`` (the name a symlink was found under) or its own place in the repo."""
+        rel = rel or path.relative_to(repo_dir).as_posix()
         st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns)
+        key = (str(repo_dir), rel, st.st_size, st.st_mtime_ns)
         with self._lock:
             found = self._hashes.get(key)
         if found is None:
             h = StreamHash(st.st_size)
             h.feed_file(path)
-            found = FileInfo(str(path.relative_to(repo_dir)), st.st_size, h.sha256, h.git_oid or "")
+            found = FileInfo(rel, st.st_size, h.sha256, h.git_oid or "")
             with self._lock:
                 self._hashes[key] = found
         return found
 
     def files(self, repo_dir: Path) -> list[FileInfo]:
-        return [self.info(repo_dir, p) for p in sorted(repo_dir.rglob("*"))
-                if p.is_file() and p.name != HASHES_FILE and not p.name.startswith(".")
-                and p.resolve().is_relative_to(repo_dir)]
+        """The repo's servable files; hidden directories are not even walked (a ``.git/`` may be large)."""
+        found = []
+        for top, dirs, names in os.walk(repo_dir):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in names:
+                rel = Path(top, name).relative_to(repo_dir).as_posix()
+                path = self.file(repo_dir, rel)
+                if path is not None:
+                    found.append(self.info(repo_dir, path, rel))
+        return sorted(found, key=lambda f: f.path.split("/"))
 
     def commit(self, repo_dir: Path) -> str:
         text = "".join(f"{f.path}\0{f.sha256}\n" for f in self.files(repo_dir))
         return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
     def repos(self) -> list[str]:
-        found = {str(p.parent.relative_to(self.root)) for p in self.root.glob("*/config.json")}
-        found |= {str(p.parent.relative_to(self.root)) for p in self.root.glob("*/*/config.json")}
-        return sorted(found)
+        found = {p.parent.relative_to(self.root).as_posix() for pattern in ("*/config.json", "*/*/config.json")
+                 for p in self.root.glob(pattern)}
+        return sorted(r for r in found if self.repo_dir(r) is not None)
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+def _plain(part: str) -> bool:
+    """A path component that names a visible entry of its directory, and nothing else."""
+    return bool(part) and not part.startswith(".") and "\\" not in part and "\0" not in part and len(part.encode()) <= NAME_MAX
+
+
+def _inside(base: Path, parts: list[str], wanted: Callable[[Path], bool]) -> Path | None:
+    """``base/parts`` with symlinks resolved, when it is ``wanted`` and both the request and where it lands are
+    visible and inside ``base``."""
+    if not all(_plain(p) for p in parts):
+        return None
+    try:
+        path = base.joinpath(*parts).resolve()
+        ok = path.is_relative_to(base) and all(_plain(p) for p in path.relative_to(base).parts) and wanted(path)
+    except (OSError, RuntimeError):  # a symlink loop, a name or path the file system refuses
+        return None
+    return path if ok else None
+
+
+class Handler(BoundedHandler):
     server: MirrorHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -121,10 +149,18 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- routing -------------------------------------------------------------------------------------
     def route(self, head: bool) -> None:
-        path = unquote(urlsplit(self.path).path)
-        if "\0" in path or "/../" in f"{path}/" or "/./" in f"{path}/":
-            return self.error(HTTPStatus.FORBIDDEN, "path outside the mirror", "EntryNotFound")
+        self.reader.settle()
+        if len(self.path) > MAX_TARGET:
+            return self.error(HTTPStatus.REQUEST_URI_TOO_LONG, f"request target over {MAX_TARGET} characters", "BadRequest")
+        try:
+            path = unquote(urlsplit(self.path).path)
+        except ValueError:
+            return self.error(HTTPStatus.BAD_REQUEST, "malformed request target", "BadRequest")
         parts = path.strip("/").split("/")
+        if any(len(p.encode()) > NAME_MAX for p in parts):
+            return self.error(HTTPStatus.REQUEST_URI_TOO_LONG, f"a path component over {NAME_MAX} bytes", "BadRequest")
+        if "\0" in path or ".." in parts or "." in parts:
+            return self.error(HTTPStatus.FORBIDDEN, "path outside the mirror", "EntryNotFound")
         if parts[:2] == ["api", "models"]:
             return self.api(parts[2:], head)
         for split in (2, 1):  # <org>/<name>/... before <name>/...
@@ -178,7 +214,7 @@ class Handler(BaseHTTPRequestHandler):
         body = json.dumps({"error": message}).encode()
         self.send_response(status)
         self.send_header("X-Error-Code", code)
-        self.send_header("X-Error-Message", message)
+        self.send_header("X-Error-Message", json.dumps(message)[1:-1])  # ASCII, no CR/LF: the path is the client's
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -198,19 +234,28 @@ class Handler(BaseHTTPRequestHandler):
         path = self.server.catalog.file(repo_dir, rel)
         if path is None:
             return self.error(HTTPStatus.NOT_FOUND, f"{rel} not found", "EntryNotFound")
-        info = self.server.catalog.info(repo_dir, path)
+        try:
+            info = self.server.catalog.info(repo_dir, path)
+            fh = open(path, "rb")  # noqa: SIM115  (closed below, after the headers are out)
+        except OSError:  # gone or unreadable since it was found
+            return self.error(HTTPStatus.NOT_FOUND, f"{rel} not readable", "EntryNotFound")
+        with fh:
+            self.send_file(fh, repo_dir, info, head)
+        return None
+
+    def send_file(self, fh: Any, repo_dir: Path, info: FileInfo, head: bool) -> None:
         start, end = 0, info.size - 1
         status = HTTPStatus.OK
-        rng = self.headers.get("Range")
-        if rng:
-            parsed = _parse_range(rng, info.size)
-            if parsed is None:
+        parsed = _byte_range(self.headers.get("Range", ""), info.size)
+        if parsed is not None:
+            start, end = parsed
+            if not 0 <= start <= end < info.size:
                 self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
                 self.send_header("Content-Range", f"bytes */{info.size}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                return None
-            (start, end), status = parsed, HTTPStatus.PARTIAL_CONTENT
+                return
+            status = HTTPStatus.PARTIAL_CONTENT
         length = max(0, end - start + 1)
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
@@ -225,46 +270,34 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{end}/{info.size}")
         self.end_headers()
         if not head and length:
-            with open(path, "rb") as fh:
-                self.send_body(fh, start, length, info)
-        return None
+            self.send_body(fh, start, length, info)
 
     def send_body(self, fh: Any, start: int, length: int, info: FileInfo) -> None:
         """Write ``length`` bytes from ``start`` (sendfile); tests override this to misbehave on purpose."""
         self.request.sendfile(fh, start, length)
 
 
-def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    unit, _, spec = header.partition("=")
-    if unit.strip() != "bytes" or "," in spec:
+_RANGE = re.compile(r"bytes=(?:(\d{1,20})-(\d{0,20})|-(\d{1,20}))", re.ASCII)
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """The first and last byte a single ``Range`` asks for (maybe unsatisfiable: the caller answers 416), or None
+    to ignore the header and send the whole file, as RFC 9110 allows for several ranges or a malformed one."""
+    m = _RANGE.fullmatch(header.strip())
+    if m is None:
         return None
-    first, _, last = spec.strip().partition("-")
-    try:
-        if first == "":
-            start, end = max(0, size - int(last)), size - 1
-        else:
-            start, end = int(first), min(int(last), size - 1) if last else size - 1
-    except ValueError:
-        return None
-    return (start, end) if 0 <= start <= end < size else None
+    first, last, suffix = m.groups()
+    if suffix is not None:
+        return max(0, size - int(suffix)), size - 1
+    return int(first), min(int(last), size - 1) if last else size - 1
 
 
-class MirrorHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class MirrorHTTPServer(BoundedHTTPServer):
     def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, handler: type[Handler] = Handler,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, limits: Limits = Limits()) -> None:
         self.catalog = Catalog(root)
         self.verbose = verbose
-        super().__init__((host, port), handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
-        if isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up mid-body: normal for downloads
-            return
-        super().handle_error(request, client_address)
+        super().__init__((host, port), handler, limits)
 
     @property
     def url(self) -> str:
@@ -277,12 +310,13 @@ class MirrorHTTPServer(ThreadingHTTPServer):
         return self
 
 
-def serve(root: Path, host: str = "127.0.0.1", port: int = 0, verbose: bool = False) -> MirrorHTTPServer:
+def serve(root: Path, host: str = "127.0.0.1", port: int = 0, verbose: bool = False,
+          limits: Limits = Limits()) -> MirrorHTTPServer:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise ZooError(f"{root} is not a directory", "give the directory that holds <org>/<repo>/ folders")
     try:
-        return MirrorHTTPServer(root, host, port, verbose=verbose)
+        return MirrorHTTPServer(root, host, port, verbose=verbose, limits=limits)
     except OSError as exc:
         raise ZooError(f"cannot listen on {host}:{port}: {exc.strerror}", "choose another --port") from None
 
