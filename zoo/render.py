@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich import box
 from rich.console import Group
 from rich.panel import Panel
@@ -97,3 +99,48 @@ def card_view(card: ModelCard) -> Panel:
         epochs = f"{card.recipe.epochs:g} epochs, " if card.recipe.epochs else ""
         parts.append(_kv([("recipe", f"{epochs}{stages}  [dim]source: {card.recipe.source}[/dim]  (`zoo recipe {card.name}`)")]))
     return Panel(Group(*parts), title=f"[bold]{card.name}[/bold]", title_align="left")
+
+
+def rows_table(columns: tuple[str, ...], rows: list[tuple[str, ...]], title: str | None = None, right: tuple[str, ...] = (),
+               plain: bool = False) -> Table:
+    """A table of already formatted cells; ``right``-aligned columns; ``plain``: no box, no title (compact listings)."""
+    table = Table(box=None, pad_edge=False) if plain else Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def inspect_table(label: str, config: Any, task: str, layers: list[Any]) -> Table:
+    """``zoo inspect``: one row per encoder Linear."""
+    return rows_table(("layer", "shape", "sparsity", "block4", "pattern", "dtype", "quantization"),
+                      [(r.name, f"{r.shape[0]}x{r.shape[1]}", f"{r.sparsity:.2f}%", f"{r.block4:.1f}%", r.pattern, r.dtype, r.quantization)
+                       for r in layers],
+                      title=f"{label}: {config.layers} layers, hidden {config.hidden}, {task}", right=("sparsity", "block4"))
+
+
+def answers_table(task: str, results: list[Any]) -> Table:
+    """``zoo run``: answers (question answering) or labels (classification), flattened over inputs and top-k."""
+    flat = [r for item in results for r in (item if isinstance(item, list) else [item])]
+    cols = ("answer", "score", "start", "end") if task == "question-answering" else ("label", "score")
+    return rows_table(cols, [tuple(f"{r[c]:.4f}" if c == "score" else str(r[c]) for c in cols) for r in flat], plain=True)
+
+
+def _speed(x: float | None) -> str:
+    return f"{x:.2f}x" if x else "-"
+
+
+def bench_history_table(rows: list[dict[str, Any]]) -> Table:
+    return rows_table(("at", "model", "engine", "batch", "seq", "threads", "p50 ms", "p90 ms", "vs ort fp32"),
+                      [(r["at"], r["model"] + (" (synthetic)" if r["synthetic"] else ""), r["engine"], str(r["batch"]), str(r["seq"]),
+                        str(r["threads"]), f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", _speed(r["speedup_vs_ort_fp32"])) for r in rows],
+                      title="benchmark history")
+
+
+def bench_table(report: list[dict[str, Any]], title: str) -> Table:
+    """``zoo bench``: one row per (model, engine) with p50/p90, throughput and the speedup over onnxruntime fp32."""
+    return rows_table(("model", "engine", "p50 ms", "p90 ms", "items/s", "vs ort fp32"),
+                      [(e["model"] + (" (synthetic)" if e["synthetic"] else ""), r.engine, f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
+                        f"{r.items_per_s:.1f}", _speed(r.speedup_vs_ort_fp32)) for e in report for r in e["results"]],
+                      title=title, right=("p50 ms", "p90 ms", "items/s", "vs ort fp32"))

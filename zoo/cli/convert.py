@@ -28,22 +28,16 @@ def inspect_cmd(model: str, as_json: bool) -> None:
     MODEL is a catalog name (installed) or a directory holding a Hub-style repo. Warns where the
     catalog disagrees with what the file holds.
     """
-    from rich.table import Table
-
     from zoo.convert.inspect import inspect_model
+    from zoo.render import inspect_table
 
     source, bert = _load(model)
     card = source.card
     report = inspect_model(bert, card.sparsity if card else None, card.pattern if card else None, card.quantized if card else None)
     if as_json:
         return emit_json({"model": source.label, "task": bert.task, **report.to_dict()})
-    table = Table(title=f"{source.label}: {bert.config.layers} layers, hidden {bert.config.hidden}, {bert.task}", title_justify="left")
-    for col in ("layer", "shape", "sparsity", "block4", "pattern", "dtype", "quantization"):
-        table.add_column(col, justify="right" if col in ("sparsity", "block4") else "left")
-    for r in report.layers:
-        table.add_row(r.name, f"{r.shape[0]}x{r.shape[1]}", f"{r.sparsity:.2f}%", f"{r.block4:.1f}%", r.pattern, r.dtype, r.quantization)
     con = console()
-    con.print(table)
+    con.print(inspect_table(source.label, bert.config, bert.task, report.layers))
     con.print(f"encoder: {report.sparsity:.2f}% sparse, {report.pattern}, {'int8 QAT' if report.quantized else 'fp32'}")
     for w in report.warnings:
         sys.stderr.write(f"warning: {w}\n")

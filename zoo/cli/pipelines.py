@@ -82,16 +82,9 @@ def run_cmd(name: str, question: str | None, context: str | None, context_file: 
         results.extend(out if isinstance(out, list) and top_k == 1 else [out])
     if as_json:
         return emit_json(results if len(results) > 1 else results[0])
-    from rich.table import Table
+    from zoo.render import answers_table
 
-    table = Table(box=None, pad_edge=False)
-    flat = [r for item in results for r in (item if isinstance(item, list) else [item])]
-    cols = ["answer", "score", "start", "end"] if pipe.task == "question-answering" else ["label", "score"]
-    for col in cols:
-        table.add_column(col)
-    for r in flat:
-        table.add_row(*(f"{r[c]:.4f}" if c == "score" else str(r[c]) for c in cols))
-    console().print(table)
+    console().print(answers_table(pipe.task, results))
     return None
 
 

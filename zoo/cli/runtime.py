@@ -49,23 +49,15 @@ def bench_cmd(names: tuple[str, ...], batch: int, seq: int, threads: int | None,
     NAMES are installed catalog names or Hub-style directories; with --synthetic, any catalog name.
     Results are stored in the state database ($ZOO_HOME/state.db); see them with --history.
     """
-    from rich.table import Table
-
     from zoo import state
     from zoo.errors import ZooError
+    from zoo.render import bench_history_table, bench_table
 
     if history:
         rows = [r for n in (names or (None,)) for r in state.bench_history(n, home=settings().home)]
         if as_json:
             return emit_json(rows)
-        table = Table(title="benchmark history", title_justify="left")
-        for col in ("at", "model", "engine", "batch", "seq", "threads", "p50 ms", "p90 ms", "vs ort fp32"):
-            table.add_column(col)
-        for r in rows:
-            speed = f"{r['speedup_vs_ort_fp32']:.2f}x" if r["speedup_vs_ort_fp32"] else "-"
-            table.add_row(r["at"], r["model"] + (" (synthetic)" if r["synthetic"] else ""), r["engine"], str(r["batch"]), str(r["seq"]),
-                          str(r["threads"]), f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", speed)
-        return console().print(table)
+        return console().print(bench_history_table(rows))
     if not names:
         raise ZooError("name at least one model to benchmark", "e.g. `zoo bench obert-3l-80-quant --synthetic`")
     from zoo.runtime.bench import bench_model
@@ -82,15 +74,7 @@ def bench_cmd(names: tuple[str, ...], batch: int, seq: int, threads: int | None,
         report.append({"model": label, "synthetic": synthetic, "results": results})
     if as_json:
         return emit_json(report)
-    table = Table(title=f"batch {batch}, seq {seq}, {threads} threads, {runs} runs", title_justify="left")
-    for col in ("model", "engine", "p50 ms", "p90 ms", "items/s", "vs ort fp32"):
-        table.add_column(col, justify="left" if col in ("model", "engine") else "right")
-    for entry in report:
-        for r in entry["results"]:
-            speed = f"{r.speedup_vs_ort_fp32:.2f}x" if r.speedup_vs_ort_fp32 else "-"
-            table.add_row(entry["model"] + (" (synthetic)" if synthetic else ""), r.engine, f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}",
-                          f"{r.items_per_s:.1f}", speed)
-    console().print(table)
+    console().print(bench_table(report, f"batch {batch}, seq {seq}, {threads} threads, {runs} runs"))
 
 
 COMMANDS = [bench_cmd]
