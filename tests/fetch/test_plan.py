@@ -56,7 +56,7 @@ def test_the_strongest_listing_names_the_authority_and_all_must_agree():
     spec = FileSpec("r", "main", "w.bin")
     mirror, hub = Remote("w.bin", 10, SHA_A, authority="hashes-file"), Remote("w.bin", 10, SHA_A)
     assert expected_for(spec, None, [mirror, hub], "m/w.bin").authority == "source"
-    assert expected_for(spec, None, [mirror], "m/w.bin").verified_by == "mirror hashes file sha256, pinned on first use"
+    assert expected_for(spec, None, [mirror], "m/w.bin").verified_by == "source sha256 (a mirror's hashes file), pinned on first use"
     with pytest.raises(IntegrityError, match="hashes-file: a+ .*source: b+"):
         expected_for(spec, None, [mirror, Remote("w.bin", 10, SHA_B)], "m/w.bin")
     assert not expected_for(spec, None, [Remote("w.bin", 10)], "m/w.bin").vouched  # a size is not a hash

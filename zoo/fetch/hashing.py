@@ -17,7 +17,7 @@ VOUCHED_BY = {  # authority -> what ``verified_by`` says, strongest first (the o
     "pinned": "pinned",
     "source": "source {what}, pinned on first use",
     "header": "response header {what}, pinned on first use",
-    "hashes-file": "mirror hashes file {what}, pinned on first use",
+    "hashes-file": "source {what} (a mirror's hashes file), pinned on first use",
     "trust-on-first-use": "NOTHING vouched: trusted on first use (--trust-on-first-use), pinned",
 }
 
