@@ -358,3 +358,17 @@ def test_a_client_that_stops_reading_is_dropped_and_frees_its_slot(tight):
     finally:
         sock.close()
     assert requests.get(f"{tight.url}/{REPO}/resolve/main/config.json", timeout=10).status_code == 200
+
+
+def test_the_url_is_the_first_line_on_stdout_for_scripts(tmp_path: Path) -> None:
+    (tmp_path / "org" / "repo").mkdir(parents=True)
+    (tmp_path / "org" / "repo" / "config.json").write_text("{}")
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", "mirror", "serve", str(tmp_path), "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert requests.get(f"{url}/org/repo/resolve/main/config.json", timeout=10).text == "{}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

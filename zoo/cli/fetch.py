@@ -228,7 +228,10 @@ def mirror_serve(root: Path, host: str, port: int, verbose: bool) -> None:
 
     server = serve(root, host, port, verbose)
     repos = server.catalog.repos()
-    click.echo(f"serving {len(repos)} repos from {server.catalog.root} at {server.url}", err=True)
+    click.echo(server.url)  # stdout, flushed: `URL=$(zoo mirror serve DIR --port 0 | head -1)` works in scripts
+    click.echo(f"serving {len(repos)} repo{'s' if len(repos) != 1 else ''} from {server.catalog.root} at {server.url}", err=True)
+    if not repos:
+        click.echo(f"note: no repos found: they are served from {server.catalog.root}/<org>/<repo>/", err=True)
     click.echo(f"use: HF_ENDPOINT={server.url} zoo download NAME   (Ctrl-C stops)", err=True)
     try:
         server.serve_forever()
