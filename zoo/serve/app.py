@@ -22,7 +22,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from zoo import __version__
 from zoo.errors import InputError, ZooError
 from zoo.serve.batcher import QueueFullError
 from zoo.serve.metrics import Metrics
@@ -118,7 +117,9 @@ class Server:
         return JSONResponse({"ready": self.ready}, status_code=200 if self.ready else 503)
 
     async def server_metadata(self, request: Request) -> Response:
-        return JSONResponse({"name": "obert-zoo", "version": __version__, "extensions": ["binary_tensor_data"],
+        from importlib.metadata import version
+
+        return JSONResponse({"name": "obert-zoo", "version": version("obert-zoo"), "extensions": ["binary_tensor_data"],
                              "models": sorted(m.name for m in self.models)})
 
     async def model_metadata(self, request: Request) -> Response:
