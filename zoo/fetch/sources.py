@@ -210,8 +210,10 @@ class LocalDir(Source):
 
     def listing(self, repo: str, revision: str, retries: int | None = None) -> Listing:
         base = self.repo_dir(repo)
+        inside = base.resolve()
         files = {str(p.relative_to(base)): Remote(str(p.relative_to(base)), p.stat().st_size)
-                 for p in base.rglob("*") if p.is_file() and p.name != HASHES_FILE}
+                 for p in base.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts)
+                 and p.resolve().is_relative_to(inside)}  # like the mirror: no dot-files, nothing a symlink leads out to
         hashes = base / HASHES_FILE
         if hashes.exists():
             try:
