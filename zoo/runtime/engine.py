@@ -8,7 +8,6 @@ the reference (int8 kernels where the Linear allows, quantize-dequantize elsewhe
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -16,18 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.config import default_threads
 from zoo.convert.bert import AttentionQuant, BertModel, LayerNorm, Linear, fake_quant
 from zoo.convert.reference import MASK_VALUE
 from zoo.errors import InputError
 from zoo.runtime import _kernels as K
 from zoo.runtime.pack import PackedLinear, Workspace, WorkspacePool, pack_linear
-
-
-def default_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
 
 
 def model_inputs(model: BertModel, input_ids: np.ndarray, attention_mask: np.ndarray | None,
