@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.runtime.kernel_bodies import BODIES, ROOT, features, require
+from tests.runtime.kernel_bodies import BODIES, ROOT, env, features, require
 from zoo.convert.reference import gelu
 from zoo.synth import prune
 
@@ -183,3 +183,15 @@ def test_attention_masked_softmax(body: dict, inputs: dict) -> None:
 def test_gelu_span(body: dict, inputs: dict) -> None:
     x = inputs["gelu"]
     assert np.abs(body["gelu"] - gelu(x.astype(np.float64))).max() < 2e-6
+
+
+@pytest.mark.parametrize(("given", "effective"), [({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "active"}, "ACTIVE")])
+def test_openmp_threads_sleep_unless_the_user_chose(given: dict, effective: str) -> None:
+    """Spinning OpenMP threads collapse the engine when another process shares a core: zoo.runtime makes libgomp's
+    wait policy passive before the kernels load it, and leaves a user's own setting alone."""
+    base = {k: v for k, v in env("avx512").items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    proc = subprocess.run([sys.executable, "-c", "import zoo.runtime.engine"], env={**base, **given, "OMP_DISPLAY_ENV": "TRUE"},
+                          capture_output=True, text=True, check=True)
+    if "OMP_WAIT_POLICY" not in proc.stderr:
+        pytest.skip("the kernels' OpenMP runtime is not libgomp (no OMP_DISPLAY_ENV report)")
+    assert f"OMP_WAIT_POLICY = '{effective}'" in proc.stderr
