@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from rich import box
-from rich.console import Group
+from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -36,27 +37,83 @@ def headline_text(card: ModelCard) -> str:
     return "-" if m is None else f"{_METRIC_LABELS[m.name]} {m.value:.2f}"
 
 
-def model_table(cards: list[ModelCard]) -> Table:
-    table = Table(title=f"{len(cards)} model{'s' if len(cards) != 1 else ''}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    for col, justify in (("name", "left"), ("L", "right"), ("sparsity", "left"), ("quant", "left"),
-                         ("data", "left"), ("accuracy", "right"), ("size", "right")):
-        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    for c in cards:
-        data = c.dataset.removesuffix("-v1.1")
-        table.add_row(c.name, str(c.layers), sparsity_text(c), "int8" if c.quantized else "fp32", data, headline_text(c), size_text(c))
-    return table
+@dataclass(frozen=True)
+class Col:
+    """A column of a table that fits the terminal: ``drop`` > 0 columns go first at narrow widths (highest first);
+    cells never end in "…": identifiers (names, repo ids, URLs, hashes) fold onto the next line instead."""
+
+    header: str
+    right: bool = False
+    drop: int = 0
+
+
+def _natural_width(table: Table) -> int:
+    con = Console(width=100_000)
+    return con.measure(table).maximum
+
+
+def fitted(cols: tuple[Col, ...], rows: list[tuple[str, ...]], width: int | None, **table_args: Any) -> Table:
+    """A table of formatted ``rows`` that fits ``width`` columns (None: any width): it drops the least important
+    columns until its natural width fits, then folds what is still too wide (never truncating with an ellipsis)."""
+    shown = list(range(len(cols)))
+    while True:
+        table = Table(**table_args)
+        for i in shown:
+            table.add_column(cols[i].header, justify="right" if cols[i].right else "left", overflow="fold")
+        for row in rows:
+            table.add_row(*(row[i] for i in shown))
+        droppable = [i for i in shown if cols[i].drop]
+        if width is None or not droppable or _natural_width(table) <= width:
+            return table
+        shown.remove(max(droppable, key=lambda i: cols[i].drop))
+
+
+MODEL_COLUMNS = (Col("name"), Col("L", right=True, drop=4), Col("sparsity", drop=2), Col("quant", drop=3), Col("data", drop=1),
+                 Col("accuracy", right=True), Col("size", right=True))
+
+
+def model_table(cards: list[ModelCard], width: int | None = None) -> Table:
+    """``zoo list`` / ``zoo search``: at narrow widths the layer count and quantization (both in the name) go first."""
+    rows = [(c.name, str(c.layers), sparsity_text(c), "int8" if c.quantized else "fp32", c.dataset.removesuffix("-v1.1"),
+             headline_text(c), size_text(c)) for c in cards]
+    return fitted(MODEL_COLUMNS, rows, width, title=f"{len(cards)} model{'s' if len(cards) != 1 else ''}", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+
+
+def megabytes(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e6:,.1f} MB" if n >= 100_000 else f"{n / 1e3:,.1f} kB"
+
+
+INSTALL_COLUMNS = (Col("file"), Col("size", right=True), Col("sha256", drop=2), Col("verified by", drop=3), Col("action"),
+                   Col("from", drop=1))
+
+
+def install_table(files: Any, width: int | None = None) -> Table:
+    """``zoo download``: one row per file; at narrow widths the source (said once below), then how it was verified go."""
+    rows = [(f.path, megabytes(f.size), (f.sha256 or "?")[:12], f.verified_by, f.action, f.origin or "") for f in files]
+    return fitted(INSTALL_COLUMNS, rows, width, box=None, pad_edge=False)
+
+
+CACHE_COLUMNS = (Col("model"), Col("repo"), Col("revision", drop=2), Col("files", right=True, drop=3), Col("size", right=True),
+                 Col("verified", drop=1))
+
+
+def cache_table(models: Any, width: int | None = None) -> Table:
+    """``zoo cache list``: installed models; the repo id folds, never truncated."""
+    rows = [(m.name, m.repo, (m.commit or m.revision)[:12], str(m.files), megabytes(m.bytes), m.verified_at or "") for m in models]
+    return fitted(CACHE_COLUMNS, rows, width, box=None, pad_edge=False)
 
 
 def _kv(rows: list[tuple[str, str]]) -> Table:
     table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
     for k, v in rows:
         table.add_row(k, v)
     return table
 
 
-def card_view(card: ModelCard) -> Panel:
+def card_view(card: ModelCard, width: int | None = None) -> Panel:
     params = f"{card.params_millions:g}M" if card.params_millions else "unknown"
     quant = quant_text(card)
     if card.quantized:
@@ -75,30 +132,28 @@ def card_view(card: ModelCard) -> Panel:
             ("tags", ", ".join(card.tags) or "-"),
         ]),
     ]
-    metrics = Table(title="accuracy", title_justify="left")
-    for col in ("metric", "value", "dataset", "source"):
-        metrics.add_column(col)
-    for m in card.metrics:
-        metrics.add_row(_METRIC_LABELS[m.name], f"{m.value:.2f}", m.dataset, m.source)
-    if not card.metrics:
-        metrics.add_row("-", "unknown", card.dataset, "no published figure found")
-    files = Table(title="files", title_justify="left")
-    for col in ("path", "required", "size", "sha256"):
-        files.add_column(col)
-    for f in card.files:
-        size = f"{f.size:,} B" if f.size is not None else (f"~{f.approx_size_mb:g} MB ({f.size_source})" if f.approx_size_mb else "unknown")
-        files.add_row(f.path, "yes" if f.required else "optional", size, f.sha256 or "unknown (pinned on first download)")
-    aliases = Table(title="aliases", title_justify="left")
-    for col in ("alias", "kind", "verified"):
-        aliases.add_column(col)
-    for a in card.aliases:
-        aliases.add_row(a.name, a.kind, "yes" if a.verified else "no")
+    metrics = fitted((Col("metric"), Col("value", right=True), Col("dataset", drop=1), Col("source")),
+                     [(_METRIC_LABELS[m.name], f"{m.value:.2f}", m.dataset, m.source) for m in card.metrics]
+                     or [("-", "unknown", card.dataset, "no published figure found")],
+                     width and width - 4, title="accuracy", title_justify="left")
+    files = fitted((Col("path"), Col("required", drop=1), Col("size", right=True, drop=2), Col("sha256")),
+                   [(f.path, "yes" if f.required else "optional", _file_size(f), f.sha256 or "unknown (pinned on first download)")
+                    for f in card.files], width and width - 4, title="files", title_justify="left")
+    aliases = fitted((Col("alias"), Col("kind"), Col("verified", drop=1)),
+                     [(a.name, a.kind, "yes" if a.verified else "no") for a in card.aliases], width and width - 4,
+                     title="aliases", title_justify="left")
     parts += [metrics, files, aliases]
     if card.recipe:
         stages = ", ".join(card.recipe.stages) or "-"
         epochs = f"{card.recipe.epochs:g} epochs, " if card.recipe.epochs else ""
         parts.append(_kv([("recipe", f"{epochs}{stages}  [dim]source: {card.recipe.source}[/dim]  (`zoo recipe {card.name}`)")]))
-    return Panel(Group(*parts), title=f"[bold]{card.name}[/bold]", title_align="left")
+    return Panel(Group(*parts), title=f"[bold]{card.name}[/bold]", title_align="left", expand=width is not None)
+
+
+def _file_size(f: Any) -> str:
+    if f.size is not None:
+        return f"{f.size:,} B"
+    return f"~{f.approx_size_mb:g} MB ({f.size_source})" if f.approx_size_mb else "unknown"
 
 
 def rows_table(columns: tuple[str, ...], rows: list[tuple[str, ...]], title: str | None = None, right: tuple[str, ...] = (),
@@ -106,7 +161,7 @@ def rows_table(columns: tuple[str, ...], rows: list[tuple[str, ...]], title: str
     """A table of already formatted cells; ``right``-aligned columns; ``plain``: no box, no title (compact listings)."""
     table = Table(box=None, pad_edge=False) if plain else Table(title=title, title_justify="left")
     for col in columns:
-        table.add_column(col, justify="right" if col in right else "left")
+        table.add_column(col, justify="right" if col in right else "left", overflow="fold")
     for row in rows:
         table.add_row(*row)
     return table

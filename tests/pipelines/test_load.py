@@ -37,10 +37,10 @@ def test_zoo_run_reads_json_lines(cli, qa_repo, mnli_repo):
                       for q in ("Who won?", "Where?")) + "\n"
     res = cli("run", str(qa_repo), "--json", input=lines)
     assert res.code == 0, res.err
-    out = res.json()
-    assert len(out) == 2 and all({"answer", "score", "start", "end"} <= set(o) for o in out)
+    out = [json.loads(line) for line in res.out.splitlines()]  # JSON Lines: one compact object per input
+    assert [o["line"] for o in out] == [1, 2] and all({"answer", "score", "start", "end"} <= set(o["result"]) for o in out)
     clf = cli("run", str(mnli_repo), "--json", input='{"text": "a", "text_pair": "b"}\n{"text": "c"}\n')
-    assert clf.code == 0 and len(clf.json()) == 2
+    assert clf.code == 0 and [json.loads(line)["line"] for line in clf.out.splitlines()] == [1, 2]
     table = cli("run", str(qa_repo), "--question", "Who won?", "--context", "The Broncos beat the Panthers.")
     assert table.code == 0 and "answer" in table.out
     wrong = cli("run", str(mnli_repo), "--json", input='{"question": "q", "context": "c"}\n')

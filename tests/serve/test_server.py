@@ -84,8 +84,7 @@ def test_task_route_answers_what_zoo_run_json_prints(qa_server: Served, qa_repo:
     served = json.loads(curl.stdout)
     run = cli("run", str(qa_repo), "--question", QUESTIONS[0], "--context", CONTEXT, "--top-k", "3", "--json", "--threads", "1")
     assert run.code == 0, run.err
-    printed = run.json()
-    printed = printed[0] if isinstance(printed, list) and printed and isinstance(printed[0], list) else printed
+    printed = run.json()["result"]  # one JSON line: {"line": 1, "result": R}, R exactly what the route returns
     assert served == printed and len(served) == 3
 
 

@@ -36,6 +36,10 @@ def app(ctx: click.Context, home: Path | None) -> None:
       zoo download obert-3l-80-quant    fetch, verify, install (then zoo cache list)
     """
     ctx.obj = Settings.from_env(home=home)
+    ACTIVE[:] = [ctx.invoked_subcommand or ""]
+
+
+ACTIVE: list[str] = []  # the subcommand this process runs (``main`` names it when Ctrl-C interrupts it)
 
 
 def settings(**overrides: object) -> Settings:
@@ -53,12 +57,53 @@ def json_option(fn: Any) -> Any:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of a table.")(fn)
 
 
-def console() -> Any:
-    """A rich console; piped output gets a wide fixed width so tables are never truncated."""
+def wide_option(fn: Any) -> Any:
+    return click.option("--wide", is_flag=True, help="Every column, however wide the terminal (lines may wrap).")(fn)
+
+
+UNLIMITED = 100_000
+
+
+class _Rstrip:
+    """stdout without the spaces rich pads table cells with at the end of each line (for pipes and files)."""
+
+    def __init__(self, out: Any) -> None:
+        self.out, self.pending = out, ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        if lines:
+            self.out.write("".join(line.rstrip(" ") + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending.strip(" "):
+            self.out.write(self.pending.rstrip(" "))
+        self.pending = ""
+        self.out.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def console(wide: bool = False) -> Any:
+    """A rich console for stdout: a terminal's own width (or ``$COLUMNS``); piped without ``$COLUMNS``, or with
+    ``wide``, unlimited, so a table row stays one line. Piped output carries no trailing padding."""
+    import os
+
     from rich.console import Console
 
     con = Console()
-    return con if con.is_terminal else Console(width=160)
+    if con.is_terminal:
+        return Console(width=UNLIMITED) if wide else con
+    columns = os.environ.get("COLUMNS", "")
+    width = int(columns) if columns.isdigit() and not wide else UNLIMITED
+    return Console(file=_Rstrip(sys.stdout), width=width, color_system=None, soft_wrap=False)
+
+
+def fits(con: Any) -> int | None:
+    """The width tables must fit on ``con`` (None: unlimited)."""
+    return None if con.width >= UNLIMITED else con.width
 
 
 def emit_json(value: Any) -> None:
@@ -70,3 +115,9 @@ def emit_json(value: Any) -> None:
         raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
     sys.stdout.write(json.dumps(value, default=default, indent=2) + "\n")
+
+
+def emit_json_line(value: Any) -> None:
+    """One compact JSON object on its own line, flushed at once (JSON Lines, for pipes)."""
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n")
+    sys.stdout.flush()

@@ -7,16 +7,17 @@ from pathlib import Path
 
 import click
 
-from zoo.cli.app import console, emit_json, json_option
+from zoo.cli.app import console, emit_json, fits, json_option, wide_option
 from zoo.errors import ZooError
 
 
-def _print_cards(cards: list, as_json: bool) -> None:
+def _print_cards(cards: list, as_json: bool, wide: bool = False) -> None:
     if as_json:
         return emit_json(cards)
     from zoo.render import model_table
 
-    console().print(model_table(cards))
+    con = console(wide)
+    con.print(model_table(cards, fits(con)))
 
 
 @click.command("list")
@@ -28,20 +29,22 @@ def _print_cards(cards: list, as_json: bool) -> None:
 @click.option("--min-f1", type=float, help="Only models with a published SQuAD F1 of at least this.")
 @click.option("--sort", type=click.Choice(["name", "f1", "latency", "size"]), default="name", show_default=True,
               help="f1: best first; latency: least encoder work first; size: smallest checkpoint first.")
+@wide_option
 @json_option
 def list_cmd(layers: int | None, sparsity: float | None, pattern: str | None, quant: bool | None, task: str | None,
-             min_f1: float | None, sort: str, as_json: bool) -> None:
+             min_f1: float | None, sort: str, wide: bool, as_json: bool) -> None:
     """List catalog entries, optionally filtered and sorted."""
     from zoo.catalog import Filters, list_models
 
     filters = Filters(layers=layers, sparsity=sparsity, pattern=pattern, quantized=quant, task=task, min_f1=min_f1)
-    _print_cards(list_models(filters, sort=sort), as_json)
+    _print_cards(list_models(filters, sort=sort), as_json, wide)
 
 
 @click.command()
 @click.argument("name")
+@wide_option
 @json_option
-def show(name: str, as_json: bool) -> None:
+def show(name: str, wide: bool, as_json: bool) -> None:
     """Everything about one entry: shape, sparsity, accuracy with sources, files, aliases, recipe.
 
     NAME is a catalog name, a Hub repo id (or URL) or a SparseZoo stub.
@@ -53,17 +56,19 @@ def show(name: str, as_json: bool) -> None:
         return emit_json(card)
     from zoo.render import card_view
 
-    console().print(card_view(card))
+    con = console(wide)
+    con.print(card_view(card, fits(con)))
 
 
 @click.command("search")
-@click.argument("text")
+@click.argument("words", nargs=-1, required=True)
+@wide_option
 @json_option
-def search_cmd(text: str, as_json: bool) -> None:
-    """Find entries whose name, alias, description or tags contain every word of TEXT."""
+def search_cmd(words: tuple[str, ...], wide: bool, as_json: bool) -> None:
+    """Find entries whose name, alias, description or tags contain every one of WORDS (`zoo search block4 qat`)."""
     from zoo.catalog import search
 
-    _print_cards(search(text), as_json)
+    _print_cards(search(" ".join(words)), as_json, wide)
 
 
 @click.command()

@@ -6,23 +6,14 @@ from pathlib import Path
 
 import click
 
-from zoo.cli.app import console, emit_json, json_option, settings
+from zoo.cli.app import console, emit_json, fits, json_option, settings, wide_option
 from zoo.config import Settings
 
 
 def _mb(n: int | None) -> str:
-    return "?" if n is None else f"{n / 1e6:,.1f} MB" if n >= 100_000 else f"{n / 1e3:,.1f} kB"
+    from zoo.render import megabytes
 
-
-def _install_table(result: object) -> object:
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for col in ("file", "size", "sha256", "verified by", "action", "from"):
-        table.add_column(col, no_wrap=col != "from")
-    for f in result.files:  # type: ignore[attr-defined]
-        table.add_row(f.path, _mb(f.size), (f.sha256 or "?")[:12], f.verified_by, f.action, f.origin or "")
-    return table
+    return megabytes(n)
 
 
 QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bars (they are off anyway when stderr is not a terminal).")
@@ -43,10 +34,11 @@ QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bars (they
               help="Install files nothing vouches for (no catalog hash, pin, listing or hash header), pinning what arrives "
                    "(env: ZOO_TRUST_ON_FIRST_USE=1). Off by default: such files are refused.")
 @QUIET
+@wide_option
 @json_option
 def download_cmd(names: tuple[str, ...], revision: str | None, mirrors: tuple[str, ...], from_dir: Path | None,
                  offline: bool | None, dry_run: bool, refresh: bool, no_validate: bool, tofu: bool | None, quiet: bool,
-                 as_json: bool) -> None:
+                 wide: bool, as_json: bool) -> None:
     """Fetch catalog models, verify every file (size + sha256) and install them into the cache.
 
     \b
@@ -69,8 +61,10 @@ def download_cmd(names: tuple[str, ...], revision: str | None, mirrors: tuple[st
         results.append(result)
         if as_json:
             continue
-        con = console()
-        con.print(_install_table(result))
+        from zoo.render import install_table
+
+        con = console(wide)
+        con.print(install_table(result.files, fits(con)))
         if dry_run:
             todo = [f for f in result.files if f.action in ("download", "resume")]
             con.print(f"{result.name}: would fetch {len(todo)} of {len(result.files)} files, {_mb(sum(f.size or 0 for f in todo))}"
@@ -145,23 +139,18 @@ def cache_group() -> None:
 
 
 @cache_group.command("list")
+@wide_option
 @json_option
-def cache_list(as_json: bool) -> None:
+def cache_list(wide: bool, as_json: bool) -> None:
     """Installed models (files, size, last verified) and partial downloads waiting to resume."""
-    from rich.table import Table
-
     from zoo.fetch import report
+    from zoo.render import cache_table
 
     rep = report(home=settings().home)
     if as_json:
         return emit_json(rep)
-    con = console()
-    table = Table(box=None, pad_edge=False)
-    for col in ("model", "repo", "revision", "files", "size", "verified"):
-        table.add_column(col)
-    for m in rep.models:
-        table.add_row(m.name, m.repo, (m.commit or m.revision)[:12], str(m.files), _mb(m.bytes), m.verified_at or "")
-    con.print(table if rep.models else f"no models installed in {rep.home}")
+    con = console(wide)
+    con.print(cache_table(rep.models, fits(con)) if rep.models else f"no models installed in {rep.home}")
     for p in rep.partials:
         con.print(f"partial: {p.get('model', '?')}/{p.get('file', '?')} {_mb(p['bytes'])} from {p.get('source', '?')} (resumes on download)")
     return None

@@ -2,40 +2,131 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from zoo.cli.app import THREADS, console, emit_json, json_option, settings
-from zoo.errors import ZooError
+from zoo.cli.app import THREADS, console, emit_json, emit_json_line, json_option, settings
+from zoo.errors import InputError, ZooError
 
 ENGINE = click.option("--engine", type=click.Choice(["auto", "sparse", "onnxruntime"]), default="auto", show_default=True,
                       help="auto: the sparse engine for sparse models, onnxruntime for dense ones.")
+
+
+def _status(text: str) -> None:
+    click.echo(text, err=True)
 
 
 def _load(name: str, engine: str, threads: int | None) -> Any:
     from zoo.prepare import load
 
     return load(name, settings(threads=threads), engine=engine, on_verdict=lambda v: click.echo(v.line(), err=True),
-                on_status=lambda text: click.echo(text, err=True))
+                on_status=_status)
 
 
-def _stdin_records() -> list[dict[str, Any]]:
-    records = []
-    for n, line in enumerate(sys.stdin, 1):
-        if line.strip():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                raise ZooError(f"stdin line {n} is not JSON") from None
-            if not isinstance(rec, dict):
-                raise ZooError(f"stdin line {n}: expected an object like {{\"question\": ..., \"context\": ...}} or {{\"text\": ...}}")
-            records.append(rec)
-    return records
+EXAMPLE = '{"question": ..., "context": ...} or {"text": ..., "text_pair": ...}'
+
+
+def read_records(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of JSON Lines, read lazily (answers stream as lines arrive);
+    a line that is not UTF-8, not JSON or not an object is an ``InputError`` naming it."""
+    for n, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"input line {n} is not UTF-8 text") from None
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            raise InputError(f"input line {n} is not JSON", f"one object per line: {EXAMPLE}") from None
+        if not isinstance(rec, dict):
+            raise InputError(f"input line {n} is a JSON {type(rec).__name__}, not an object", f"one object per line: {EXAMPLE}")
+        yield n, rec
+
+
+def plan(pipe: Any, rec: dict[str, Any], top_k: int, where: str) -> Any:
+    """The pipeline ``Job`` answering one input record (``where`` names it in errors: "input line 3")."""
+    if pipe.task == "question-answering":
+        if "question" not in rec or "context" not in rec:
+            raise InputError(f"{where}: {pipe.name} answers questions: each input needs 'question' and 'context'")
+        fields = {"question": rec["question"], "context": rec["context"]}
+    else:
+        if "text" not in rec:
+            raise InputError(f"{where}: {pipe.name} classifies text: each input needs 'text' (and optionally 'text_pair')")
+        fields = {"text": rec["text"], "text_pair": rec.get("text_pair")}
+    wrong = [k for k, v in fields.items() if not isinstance(v, str) and not (k == "text_pair" and v is None)]
+    if wrong:
+        raise InputError(f"{where}: '{wrong[0]}' must be a string, got {type(fields[wrong[0]]).__name__}")
+    try:
+        if pipe.task == "question-answering":
+            return pipe.plan_answer(fields["question"], fields["context"], top_k=top_k)
+        return pipe.plan_classify(fields["text"], fields["text_pair"], top_k=top_k)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc.message}", exc.hint) from None
+
+
+def answer(pipe: Any, job: Any, say: Callable[[str], None] = lambda text: None) -> Any:
+    """Run one job as ``run_jobs`` would (same batches, same result); a long input says how many windows it has
+    and shows a bar on a terminal."""
+    size = pipe.batch_size
+    if len(job.encodings) <= size:
+        return pipe.run_jobs([job])[0]
+    say(f"answering: {len(job.encodings)} windows")
+    order = sorted(range(len(job.encodings)), key=lambda i: len(job.encodings[i].ids))
+    outs: list[Any] = [None] * len(order)
+    with _bar(len(order)) as advance:
+        for at in range(0, len(order), size):
+            rows = order[at:at + size]
+            for i, out in zip(rows, pipe.forward([job.encodings[i] for i in rows]), strict=True):
+                outs[i] = out
+            advance(len(rows))
+    return job.finish(outs)
+
+
+@contextmanager
+def _bar(total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr when it is a terminal; otherwise nothing."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("windows"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True,
+                  console=Console(stderr=True)) as bar:
+        task = bar.add_task("windows", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def answer_lines(pipe: Any, records: Iterable[tuple[int, dict[str, Any]]], top_k: int,
+                 write: Callable[[dict[str, Any]], None], say: Callable[[str], None] = lambda text: None) -> int:
+    """Answer each (line number, record) and ``write`` ``{"line": N, "id": <the record's, if any>, "result": R}`` as
+    soon as it is answered; R is what the pipeline (and ``zoo serve``'s task route) returns for that input. The count."""
+    count = 0
+    for n, rec in records:
+        result = answer(pipe, plan(pipe, rec, top_k, f"input line {n}"), say)
+        write({"line": n, **({"id": rec["id"]} if "id" in rec else {}), "result": result})
+        count += 1
+    return count
+
+
+def _context(path: Path) -> str:
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise InputError(f"--context-file {path} is a binary file, not text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"--context-file {path} is not UTF-8 text (byte {exc.start})", "convert it, e.g. `iconv -t utf-8`") from None
 
 
 @click.command("run")
@@ -45,7 +136,7 @@ def _stdin_records() -> list[dict[str, Any]]:
 @click.option("--context-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Read the context from a file.")
 @click.option("--text", help="Text to classify (MNLI/QQP models).")
 @click.option("--text-pair", help="Second text of a pair (hypothesis, or the other question).")
-@click.option("--top-k", default=1, show_default=True, help="Answers (or labels) per input.")
+@click.option("--top-k", default=1, show_default=True, type=click.IntRange(min=1), help="Answers (or labels) per input.")
 @ENGINE
 @THREADS
 @json_option
@@ -57,31 +148,29 @@ def run_cmd(name: str, question: str | None, context: str | None, context_file: 
     Many inputs: give none of the options and pipe JSON lines on stdin, one object per line:
       {"question": "...", "context": "..."}        question answering
       {"text": "...", "text_pair": "..."}           classification (text_pair optional)
+    an "id" field is echoed back. With --json, one line per input as it is answered:
+      {"line": N, "id": ..., "result": R}   R: {"answer"/"label", "score", ...}, a list of them with --top-k > 1
     """
     if context_file:
-        context = context_file.read_text(encoding="utf-8")
+        context = _context(context_file)
     if question or context:
-        records = [{"question": question or "", "context": context or ""}]
+        records: Iterable[tuple[int, dict[str, Any]]] = [(1, {"question": question or "", "context": context or ""})]
     elif text:
-        records = [{"text": text, "text_pair": text_pair}]
+        records = [(1, {"text": text, "text_pair": text_pair})]
     elif not sys.stdin.isatty():
-        records = _stdin_records()
+        records = read_records(sys.stdin.buffer)
+        first = next(records, None)
+        if first is None:
+            raise InputError("no input: stdin is empty", f"give --question and --context, --text, or JSON lines: {EXAMPLE}")
+        records = itertools.chain([first], records)
     else:
-        raise ZooError("nothing to run", "give --question and --context, --text, or JSON lines on stdin")
+        raise InputError("nothing to run", "give --question and --context, --text, or JSON lines on stdin")
     pipe = _load(name, engine, threads)
-    results = []
-    for rec in records:
-        if pipe.task == "question-answering":
-            if "question" not in rec or "context" not in rec:
-                raise ZooError(f"{pipe.name} answers questions: each input needs 'question' and 'context'")
-            out = pipe(question=rec["question"], context=rec["context"], top_k=top_k)
-        else:
-            if "text" not in rec:
-                raise ZooError(f"{pipe.name} classifies text: each input needs 'text' (and optionally 'text_pair')")
-            out = pipe(rec["text"], rec.get("text_pair"), top_k=top_k)
-        results.extend(out if isinstance(out, list) and top_k == 1 else [out])
     if as_json:
-        return emit_json(results if len(results) > 1 else results[0])
+        answer_lines(pipe, records, top_k, emit_json_line, _status)
+        return None
+    results: list[Any] = []
+    answer_lines(pipe, records, top_k, lambda rec: results.append(rec["result"]), _status)
     from zoo.render import answers_table
 
     console().print(answers_table(pipe.task, results))
@@ -91,7 +180,7 @@ def run_cmd(name: str, question: str | None, context: str | None, context_file: 
 @click.command("eval")
 @click.argument("name")
 @click.option("--squad", "squad_file", type=click.Path(path_type=Path), required=True, help="SQuAD v1.1-format JSON file.")
-@click.option("--limit", type=int, help="Only the first N questions.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N questions (at least 1).")
 @click.option("--predictions", type=click.Path(path_type=Path), help="Also write {id: answer} here.")
 @ENGINE
 @THREADS
