@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,14 @@ from zoo.catalog.schema import load_stubs
 
 def stubs_digest(directory: Path) -> str:
     """sha256 over every stub's name and bytes, in file-name order."""
+    return digest((path.name, path.read_bytes()) for path in sorted(directory.glob("*.toml")))
+
+
+def digest(files: Iterable[tuple[str, bytes]]) -> str:
+    """sha256 over (file name, bytes) pairs, in the order given."""
     h = hashlib.sha256()
-    for path in sorted(directory.glob("*.toml")):
-        data = path.read_bytes()
-        h.update(f"{path.name}\0{len(data)}\0".encode())
+    for name, data in files:
+        h.update(f"{name}\0{len(data)}\0".encode())
         h.update(data)
     return h.hexdigest()
 
@@ -63,6 +68,12 @@ def _model_row(file: str, stub: dict[str, Any], cite: _Sources) -> Model:
     return model
 
 
+def add_models(session: Any, stubs: list[tuple[str, dict[str, Any]]]) -> None:
+    """Add the rows of validated stubs (``load_stubs``' output) to ``session``, citations stored once."""
+    cite = _Sources()
+    session.add_all(_model_row(file, stub, cite) for file, stub in stubs)
+
+
 def _create_schema(engine: Any) -> None:
     """Create tables, then their indexes in name order (``create_all`` orders indexes by set iteration)."""
     from sqlalchemy.schema import CreateIndex, CreateTable
@@ -85,9 +96,8 @@ def build(stubs_dir: Path, out: Path) -> int:
     engine = create_engine(f"sqlite:///{tmp}")
     try:
         _create_schema(engine)
-        source = _Sources()
         with Session(engine) as session:
-            session.add_all(_model_row(file, stub, source) for file, stub in stubs)
+            add_models(session, stubs)
             session.add_all([Meta(key="schema_version", value=str(SCHEMA_VERSION)), Meta(key="stubs_digest", value=stubs_digest(stubs_dir))])
             session.commit()
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Double, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Double, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
 
 from zoo.catalog.cards import AliasInfo, FileSpec, MetricValue, ModelCard, RecipeInfo
@@ -120,3 +120,15 @@ class Meta(Base):
     __tablename__ = "meta"
     key: Mapped[str] = mapped_column(primary_key=True)
     value: Mapped[str]
+
+
+class Pushed(DeclarativeBase):
+    """Tables only a pushed catalog (``zoo catalog push``) has; not part of ``registry.db``."""
+
+
+class StubText(Pushed):
+    """Each entry's stub as pushed: the source every push rebuilds the catalog tables from (and migrates with)."""
+
+    __tablename__ = "stub_texts"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 from zoo import config
+from zoo.catalog import snapshot, source, user
 from zoo.catalog.cards import HUB_URL, AliasInfo, FileSpec, MetricValue, ModelCard, RecipeInfo
+from zoo.config import Settings
 from zoo.errors import CatalogError, UnknownModelError
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
 
 SORT_KEYS = ("name", "f1", "latency", "size")
 
@@ -30,22 +29,15 @@ class Filters:
     min_f1: float | None = None
 
 
-def catalog_url() -> str:
-    """The configured catalog URL, or the bundled registry opened read-only."""
-    url = config.catalog_url()
+def catalog_url(settings: Settings | None = None) -> str:
+    """The configured catalog URL (``settings.catalog_url``, default ``ZOO_CATALOG_URL``), else the bundled registry."""
+    url = (settings or Settings.from_env()).catalog_url
     if url:
         return url
     path = config.bundled_registry()
     if not path.exists():
         raise CatalogError(f"bundled catalog not found at {path}", "reinstall obert-zoo or run `zoo catalog build`")
-    return f"sqlite:///file:{path}?mode=ro&uri=true"
-
-
-@lru_cache(maxsize=4)
-def _engine(url: str) -> Engine:
-    from sqlalchemy import create_engine
-
-    return create_engine(url)
+    return f"sqlite:///{path}"
 
 
 def _card(m: Any) -> ModelCard:
@@ -68,16 +60,18 @@ def check_version(url: str, found: str | None) -> None:
     if found == str(SCHEMA_VERSION):
         return
     newer = found is not None and found.isdigit() and int(found) > SCHEMA_VERSION
-    hint = "upgrade obert-zoo (pip install -U obert-zoo)" if newer else "rebuild it with `zoo catalog build`"
-    raise CatalogError(f"catalog at {url} has schema version {found or 'none'}, this zoo reads {SCHEMA_VERSION}", hint)
+    if newer:
+        hint = "upgrade obert-zoo (pip install -U obert-zoo)"
+    else:
+        hint = "rebuild it with `zoo catalog build`" if source.is_file(url) else "migrate it with `zoo catalog push URL`"
+    raise CatalogError(f"catalog at {source.masked(url)} has schema version {found or 'none'}, this zoo reads {SCHEMA_VERSION}", hint)
 
 
-def _cards(where: list[Any] | None = None) -> list[ModelCard]:
+def _statement(where: list[Any] | None) -> Any:
     from sqlalchemy import select
-    from sqlalchemy.exc import SQLAlchemyError
-    from sqlalchemy.orm import Session, selectinload
+    from sqlalchemy.orm import selectinload
 
-    from zoo.catalog.models import File, Meta, Metric, Model, Recipe
+    from zoo.catalog.models import File, Metric, Model, Recipe
 
     stmt = (
         select(Model)
@@ -91,15 +85,67 @@ def _cards(where: list[Any] | None = None) -> list[ModelCard]:
     )
     for clause in where or []:
         stmt = stmt.where(clause)
-    url = catalog_url()
+    return stmt
+
+
+def _read(url: str, where: list[Any] | None, home: Path | None = None) -> list[ModelCard]:
+    """Cards matching ``where`` from the catalog at ``url``; a server catalog also refreshes the snapshot in ``home``."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.orm import Session
+
+    from zoo.catalog.models import Meta
+
     try:
-        with Session(_engine(url)) as session:
+        with Session(source.engine(url)) as session:
             check_version(url, session.scalar(select(Meta.value).where(Meta.key == "schema_version")))
-            return [_card(m) for m in session.scalars(stmt)]
+            cards = [_card(m) for m in session.scalars(_statement(where))]
+            if home is not None and (url, home) not in _kept:
+                snapshot.keep(url, session.connection(), home)
+                _kept.add((url, home))
+            return cards
     except SQLAlchemyError as exc:
-        reason = str(exc.orig if getattr(exc, "orig", None) else exc).splitlines()[0]
-        hint = "check ZOO_CATALOG_URL or rebuild with `zoo catalog build`"
-        raise CatalogError(f"cannot read the catalog at {url}: {reason}", hint) from None
+        hint = None
+        if home is not None and snapshot.path(home).exists():
+            hint = f"is the server up? `zoo --offline ...` (or ZOO_OFFLINE=1) reads the snapshot in {snapshot.path(home).parent}"
+        raise source.unreachable(exc, url, hint) from None
+
+
+_kept: set[tuple[str, Path]] = set()  # server catalogs whose snapshot this process already checked
+
+
+def _primary(s: Settings) -> tuple[str, Path | None]:
+    """The URL to read (a server's snapshot when offline) and the home to keep a snapshot in (server catalogs only)."""
+    url = catalog_url(s)
+    if source.is_file(url):
+        return url, None
+    if s.offline:
+        return snapshot.use(url, s.home), None
+    return url, s.home
+
+
+def _user_clash(primary: str, mine: str, home: Path) -> None:
+    """Refuse user stubs whose name or alias is also in the primary catalog."""
+    from sqlalchemy import func, or_
+
+    from zoo.catalog.models import Alias, Model
+
+    keys = {n.lower(): c.name for c in _read(mine, None) for n in (c.name, *(a.name for a in c.aliases))}
+    taken = _read(primary, [or_(func.lower(Model.name).in_(keys), Model.aliases.any(Alias.name_lower.in_(keys)))])
+    clashes = {k: keys[k] for k in _lookup_table(taken) if k in keys}
+    if clashes:
+        raise user.clash(home, clashes, source.masked(primary))
+
+
+def _cards(where: list[Any] | None = None, settings: Settings | None = None) -> list[ModelCard]:
+    s = settings or Settings.from_env()
+    primary, home = _primary(s)
+    cards = _read(primary, where, home)
+    mine = user.compiled(s.home)
+    if mine is None:
+        return cards
+    _user_clash(primary, mine, s.home)
+    return sorted(cards + _read(mine, where), key=lambda c: c.name)
 
 
 def _sort(cards: list[ModelCard], sort: str) -> list[ModelCard]:
@@ -120,7 +166,7 @@ def _natural(name: str) -> tuple[Any, ...]:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
-def list_models(filters: Filters | None = None, sort: str = "name") -> list[ModelCard]:
+def list_models(filters: Filters | None = None, sort: str = "name", settings: Settings | None = None) -> list[ModelCard]:
     """Catalog entries matching every given filter, sorted by ``sort`` (name, f1, latency or size)."""
     from sqlalchemy import and_, exists, select
 
@@ -140,7 +186,7 @@ def list_models(filters: Filters | None = None, sort: str = "name") -> list[Mode
         where.append(Model.task == f.task)
     if f.min_f1 is not None:
         where.append(exists(select(Metric.id).where(and_(Metric.model_id == Model.id, Metric.name == "f1", Metric.value >= f.min_f1))))
-    return _sort(_cards(where), sort)
+    return _sort(_cards(where, settings), sort)
 
 
 def _normalize(name: str) -> str:
@@ -160,31 +206,31 @@ def _lookup_table(cards: list[ModelCard]) -> dict[str, str]:
     return table
 
 
-def suggestions(name: str, cards: list[ModelCard] | None = None, n: int = 5) -> list[str]:
+def suggestions(name: str, cards: list[ModelCard] | None = None, n: int = 5, settings: Settings | None = None) -> list[str]:
     """Canonical names close to ``name`` (matched against names and aliases)."""
-    table = _lookup_table(cards if cards is not None else _cards())
+    table = _lookup_table(cards if cards is not None else _cards(None, settings))
     close = difflib.get_close_matches(_normalize(name), list(table), n=n * 3, cutoff=0.6)
     return list(dict.fromkeys(table[c] for c in close))[:n]
 
 
-def resolve(name_or_alias: str) -> ModelCard:
+def resolve(name_or_alias: str, settings: Settings | None = None) -> ModelCard:
     """The entry named ``name_or_alias`` (canonical name, Hub repo id or URL, SparseZoo stub); case-insensitive."""
     from sqlalchemy import func
 
     from zoo.catalog.models import Alias, Model
 
     key = _normalize(name_or_alias)
-    found = _cards([func.lower(Model.name) == key]) or _cards([Model.aliases.any(Alias.name_lower == key)])
+    found = _cards([func.lower(Model.name) == key], settings) or _cards([Model.aliases.any(Alias.name_lower == key)], settings)
     if found:
         return found[0]
-    raise UnknownModelError(name_or_alias, suggestions(name_or_alias))
+    raise UnknownModelError(name_or_alias, suggestions(name_or_alias, settings=settings))
 
 
-def search(text: str, filters: Filters | None = None, sort: str = "name") -> list[ModelCard]:
+def search(text: str, filters: Filters | None = None, sort: str = "name", settings: Settings | None = None) -> list[ModelCard]:
     """Entries whose name, alias, description, task, dataset or tag contains every word of ``text``."""
     words = text.lower().split()
 
     def haystack(c: ModelCard) -> str:
         return " ".join([c.name, c.description, c.task, c.dataset, c.repo, *c.tags, *(a.name for a in c.aliases)]).lower()
 
-    return [c for c in list_models(filters, sort) if all(w in haystack(c) for w in words)]
+    return [c for c in list_models(filters, sort, settings) if all(w in haystack(c) for w in words)]

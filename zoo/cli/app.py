@@ -24,8 +24,10 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.version_option(package_name="obert-zoo", prog_name="zoo")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Cache and state directory for this command (default: $ZOO_HOME, else ~/.cache/obert-zoo).")
+@click.option("--offline", is_flag=True, default=None,
+              help="No network: a server catalog (ZOO_CATALOG_URL) is read from its snapshot in the home (same as ZOO_OFFLINE=1).")
 @click.pass_context
-def app(ctx: click.Context, home: Path | None) -> None:
+def app(ctx: click.Context, home: Path | None, offline: bool | None) -> None:
     """obert-zoo: the oBERT sparse BERT family: a catalog, verified downloads and a sparse CPU runtime.
 
     \b
@@ -35,7 +37,7 @@ def app(ctx: click.Context, home: Path | None) -> None:
       zoo show obert-3l-80-quant        everything about one model
       zoo download obert-3l-80-quant    fetch, verify, install (then zoo cache list)
     """
-    ctx.obj = Settings.from_env(home=home)
+    ctx.obj = Settings.from_env(home=home, offline=offline)
     ACTIVE[:] = [ctx.invoked_subcommand or ""]
 
 

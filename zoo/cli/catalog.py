@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from zoo.cli.app import console, emit_json, fits, json_option, wide_option
+from zoo.cli.app import console, emit_json, fits, json_option, settings, wide_option
 from zoo.errors import ZooError
 
 
@@ -37,7 +37,7 @@ def list_cmd(layers: int | None, sparsity: float | None, pattern: str | None, qu
     from zoo.catalog import Filters, list_models
 
     filters = Filters(layers=layers, sparsity=sparsity, pattern=pattern, quantized=quant, task=task, min_f1=min_f1)
-    _print_cards(list_models(filters, sort=sort), as_json, wide)
+    _print_cards(list_models(filters, sort=sort, settings=settings()), as_json, wide)
 
 
 @click.command()
@@ -51,7 +51,7 @@ def show(name: str, wide: bool, as_json: bool) -> None:
     """
     from zoo.catalog import resolve
 
-    card = resolve(name)
+    card = resolve(name, settings())
     if as_json:
         return emit_json(card)
     from zoo.render import card_view
@@ -79,7 +79,7 @@ def recipe(name: str, as_json: bool) -> None:
     from zoo.catalog import resolve
     from zoo.catalog.recipe import to_yaml
 
-    card = resolve(name)
+    card = resolve(name, settings())
     if as_json:
         return emit_json({"name": card.name, "recipe": card.recipe})
     sys.stdout.write(to_yaml(card))
@@ -87,7 +87,7 @@ def recipe(name: str, as_json: bool) -> None:
 
 @click.group("catalog")
 def catalog_group() -> None:
-    """Build and check the catalog database (registry.db) from stubs/."""
+    """Build and check registry.db from stubs/, push a team catalog to a database server, add your own models."""
 
 
 def _stubs_dir(stubs: Path | None) -> Path:
@@ -139,6 +139,64 @@ def catalog_check(stubs: Path | None, db: Path | None, as_json: bool) -> None:
         console().print(f"{target} is up to date with {count} stubs in {src}")
     if not fresh:
         raise ZooError(f"{target} is stale against {src}", "run `zoo catalog build`")
+
+
+@catalog_group.command("push")
+@click.argument("url")
+@click.option("--stubs", "dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A directory of your team's own *.toml stubs (repeatable), pushed with the bundled ones.")
+@click.option("--bundled/--no-bundled", default=True, show_default=True, help="Also push the catalog's own stubs/.")
+@json_option
+def catalog_push(url: str, dirs: tuple[Path, ...], bundled: bool, as_json: bool) -> None:
+    """Create or migrate the catalog tables at URL (any SQLAlchemy URL, e.g. postgresql://user@host/db) and
+    upsert the bundled entries plus --stubs DIR, in one transaction. Pushing the same stubs again changes nothing.
+
+    Then point everybody's zoo at it: export ZOO_CATALOG_URL=URL (passwords: ~/.pgpass or PGPASSFILE).
+    """
+    from zoo.catalog.push import push, stub_files
+
+    for d in dirs:
+        if not d.is_dir():
+            raise ZooError(f"stubs directory not found: {d}")
+    texts = stub_files(([_stubs_dir(None)] if bundled else []) + list(dirs))
+    if not texts:
+        raise ZooError("no stubs to push", "give --stubs DIR or leave --bundled on")
+    result = push(url, texts)
+    if as_json:
+        return emit_json(result)
+    migrated = f", migrated from schema version {result.migrated_from}" if result.migrated_from is not None else ""
+    console().print(f"pushed to {result.url}: {result.models} models ({len(result.added)} added, {len(result.updated)} updated, "
+                    f"{result.unchanged} unchanged), schema version {result.schema_version}, revision {result.revision}{migrated}")
+
+
+@catalog_group.command("add")
+@click.argument("source", metavar="DIR_OR_HUB_ID")
+@click.option("--name", required=True, help="The catalog name of the new entry (lower-case letters, digits, '.', '-').")
+@click.option("--task", type=click.Choice(["question-answering", "text-classification", "fill-mask"]),
+              help="Its task (default: from the config's architecture).")
+@click.option("--dataset", default="custom", show_default=True, help="What it was fine-tuned and evaluated on.")
+@click.option("--description", help="One line for listings (default: shape, sparsity and quantization measured).")
+@click.option("--metric", "metrics", multiple=True, metavar="NAME=VALUE:SOURCE", help="A published number, e.g. f1=88.1:my-eval (repeatable).")
+@click.option("--repo", help="The repo id the files are fetched as (default: the Hub id, else local/NAME).")
+@click.option("--revision", default="main", show_default=True)
+@click.option("--to", "to", metavar="URL", help="Push the entry to this catalog database instead of writing $ZOO_HOME/stubs/NAME.toml.")
+@json_option
+def catalog_add(source: str, name: str, task: str | None, dataset: str, description: str | None, metrics: tuple[str, ...],
+                repo: str | None, revision: str, to: str | None, as_json: bool) -> None:
+    """Add your own checkpoint: inspect it (shape, sparsity, pattern, int8 QAT, file hashes) and write a validated stub.
+
+    \b
+    Then: zoo download NAME --from DIR   (or from a mirror / the Hub), zoo run NAME ..., zoo serve NAME
+    """
+    from zoo.enroll import Metric, enroll
+
+    done = enroll(source, name, settings(), task=task, dataset=dataset, description=description,
+                  metrics=[Metric.parse(m) for m in metrics], repo=repo, revision=revision, to=to)
+    if as_json:
+        return emit_json(done)
+    where = f"pushed to {done.pushed_to}" if done.pushed_to else f"wrote {done.stub}"
+    console().print(f"{where}: {done.name} ({done.layers} layers, {done.pattern} {done.sparsity:g}% sparse, "
+                    f"{done.quantization}, {done.files} files hashed) as repo {done.repo}")
 
 
 COMMANDS = [list_cmd, show, search_cmd, recipe, catalog_group]
