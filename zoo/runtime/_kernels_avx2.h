@@ -8,6 +8,7 @@
 #if ZOO_X86
 
 #define AVX2 __attribute__((target("avx2,fma")))
+#define PREFETCH_AHEAD 8
 
 /* exp(x) for x <= ~0: exp_neg's range reduction and polynomial, 2^k built in the exponent field */
 AVX2 static inline __m256 exp_neg8(__m256 x) {
@@ -50,6 +51,11 @@ AVX2 static inline __attribute__((always_inline)) void f32_row_avx2(const int nw
         for (int i = 0; i < 8; i++) c[i] = acc ? _mm256_loadu_ps(y + t0 + 8 * i) : vb;
         for (int64_t k = a; k < b; k++) {
             const float *x = X + (int64_t)cols[k] * ldx + t0;
+            if (k + PREFETCH_AHEAD < b) {  /* random rows of X: start fetching a later non-zero's 256 bytes now */
+                const char *next = (const char *)(X + (int64_t)cols[k + PREFETCH_AHEAD] * ldx + t0);
+                for (int j = 0; j < nw; j++)
+                    for (int l = 0; l < 256; l += 64) _mm_prefetch(next + j * ldx * 4 + l, _MM_HINT_T0);
+            }
             for (int j = 0; j < nw; j++) {
                 const __m256 w = _mm256_broadcast_ss(vals + nw * k + j);
 #pragma GCC unroll 8
@@ -220,5 +226,6 @@ AVX2 static void b4_i8_row_avx2(const int32_t *wpk, const int32_t *groups, int64
 }
 #undef I8_MADD
 
+#undef PREFETCH_AHEAD
 #undef AVX2
 #endif
