@@ -70,7 +70,7 @@ def locate(name_or_dir: str | Path, settings: Settings, *, fetch: bool = True, r
         return Located(path.name, path)
     from zoo.catalog import resolve
 
-    card = resolve(str(name_or_dir))
+    card = resolve(str(name_or_dir), settings)
     if not fetch:
         from zoo.fetch.store import Store
 

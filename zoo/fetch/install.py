@@ -157,7 +157,7 @@ def download(name: str, *, revision: str | None = None, sources: list[Source] | 
     response's own ETag, a mirror's hashes file); with nothing at all, it is refused unless ``trust_on_first_use``
     (default ``ZOO_TRUST_ON_FIRST_USE``), which pins what arrives. See the module docstring."""
     started = time.perf_counter()
-    card = resolve(name)
+    card = resolve(name, config.Settings.from_env(home=home, offline=offline))
     rev = revision or card.revision
     store = Store(home, lock_timeout=limits.lock_timeout if limits else None)
     offline = config.offline() if offline is None else offline
