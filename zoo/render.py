@@ -186,11 +186,20 @@ def _speed(x: float | None) -> str:
     return f"{x:.2f}x" if x else "-"
 
 
-def bench_history_table(rows: list[dict[str, Any]]) -> Table:
-    return rows_table(("at", "model", "engine", "batch", "seq", "threads", "p50 ms", "p90 ms", "vs ort fp32"),
-                      [(r["at"], r["model"] + (" (synthetic)" if r["synthetic"] else ""), r["engine"], str(r["batch"]), str(r["seq"]),
-                        str(r["threads"]), f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", _speed(r["speedup_vs_ort_fp32"])) for r in rows],
-                      title="benchmark history")
+def bench_history_table(rows: list[dict[str, Any]], width: int | None = None) -> Table:
+    """``zoo bench --history``: with the machine each row was measured on (CPU, load, zoo version), so rows
+    from different machines are told apart."""
+    cols = (Col("at", drop=3), Col("model"), Col("engine"), Col("batch", right=True, drop=4), Col("seq", right=True, drop=4),
+            Col("threads", right=True), Col("p50 ms", right=True), Col("p90 ms", right=True, drop=5),
+            Col("vs ort fp32", right=True), Col("cpu", drop=2), Col("load", right=True, drop=1), Col("zoo", drop=1))
+    out = []
+    for r in rows:
+        extra = r.get("extra") or {}
+        out.append((r["at"], r["model"] + (" (synthetic)" if r["synthetic"] else ""), r["engine"], str(r["batch"]), str(r["seq"]),
+                    str(r["threads"]), f"{r['p50_ms']:.2f}", f"{r['p90_ms']:.2f}", _speed(r["speedup_vs_ort_fp32"]),
+                    f"{extra.get('cpu', '?')} ({extra.get('kernels', '?')})" if extra else "?",
+                    str(extra.get("load_avg", "?")), str(extra.get("zoo_version", "?"))))
+    return fitted(cols, out, width, title="benchmark history", title_justify="left")
 
 
 def bench_table(report: list[dict[str, Any]], title: str) -> Table:

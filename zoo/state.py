@@ -142,6 +142,8 @@ def _guard(db: Path) -> Iterator[None]:
         reason = str(exc.orig if exc.orig is not None else exc).splitlines()[0]
         raise StateError(f"the state database {db} is unusable ({reason})",
                          "another zoo process holds it; retry when it is done" if "locked" in reason else
+                         "it is on a read-only file system or not ours to write: set ZOO_HOME or --home to a writable "
+                         "directory" if "readonly" in reason or "read-only" in reason else
                          f"move it aside (mv {db} {db}.broken) and rerun: a fresh one is created, installed models are "
                          "re-verified, and the hashes pinned on first use are forgotten (keep the old file)") from None
 

@@ -6,7 +6,7 @@ from contextlib import ExitStack
 
 import click
 
-from zoo.cli.app import THREADS, console, emit_json, json_option, settings
+from zoo.cli.app import THREADS, console, emit_json, fits, json_option, settings
 
 
 def _model_for(name: str, synthetic: bool, stack: ExitStack):  # noqa: ANN202
@@ -57,7 +57,8 @@ def bench_cmd(names: tuple[str, ...], batch: int, seq: int, threads: int | None,
         rows = [r for n in (names or (None,)) for r in state.bench_history(n, home=settings().home)]
         if as_json:
             return emit_json(rows)
-        return console().print(bench_history_table(rows))
+        con = console()
+        return con.print(bench_history_table(rows, fits(con)))
     if not names:
         raise ZooError("name at least one model to benchmark", "e.g. `zoo bench obert-3l-80-quant --synthetic`")
     from zoo.runtime.bench import bench_model
@@ -65,16 +66,43 @@ def bench_cmd(names: tuple[str, ...], batch: int, seq: int, threads: int | None,
     chosen = tuple(e.strip() for e in engines.split(",") if e.strip())
     home = settings().home
     threads = settings(threads=threads).engine_threads
-    report = []
+    report, unsaved = [], None
+    facts = machine()
     for name in names:
+        click.echo(f"bench {name}{' (synthetic, built first)' if synthetic else ''}: {', '.join(chosen)}; "
+                   f"batch {batch}, seq {seq}, {threads} threads, {runs} runs each", err=True)
         with ExitStack() as stack:
             label, model = _model_for(name, synthetic, stack)
             results = bench_model(model, chosen, batch=batch, seq=seq, threads=threads, runs=runs)
-        state.record_bench(label, synthetic, results, home=home)
+        try:
+            state.record_bench(label, synthetic, results, facts, home=home)
+        except (ZooError, OSError) as exc:
+            unsaved = exc.one_line() if isinstance(exc, ZooError) else str(exc)
         report.append({"model": label, "synthetic": synthetic, "results": results})
     if as_json:
-        return emit_json(report)
-    console().print(bench_table(report, f"batch {batch}, seq {seq}, {threads} threads, {runs} runs"))
+        emit_json(report)
+    else:
+        console().print(bench_table(report, f"batch {batch}, seq {seq}, {threads} threads, {runs} runs"))
+    if unsaved:
+        click.echo(f"warning: the results were not saved to the history: {unsaved}", err=True)
+    return None
+
+
+def machine() -> dict[str, object]:
+    """What tells one machine's benchmark rows from another's: CPU model, kernels, cores, load, zoo version."""
+    import os
+    from importlib.metadata import version
+
+    from zoo.runtime.validate import cpu_summary
+
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "kernels": cpu_summary(), "cores": len(os.sched_getaffinity(0)), "load_avg": round(os.getloadavg()[0], 2),
+            "zoo_version": version("obert-zoo")}
 
 
 COMMANDS = [bench_cmd]

@@ -1,9 +1,31 @@
-"""Download progress: rich bars (one per file and a total, with speed and ETA) on a terminal, silence otherwise."""
+"""Download progress: rich bars (one per file and a total, with speed and ETA) on a terminal, silence otherwise;
+and status lines (a retry, a wait for another process's lock) that deep layers raise with ``status(text)`` and
+the edge (the CLI) chooses to show with ``statuses(sink)``: a library caller sees none."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+_SINKS: list[Callable[[str], None]] = []
+
+
+@contextmanager
+def statuses(sink: Callable[[str], None]) -> Iterator[None]:
+    """Send status lines raised while the block runs to ``sink`` (the CLI: one line on stderr each)."""
+    _SINKS.append(sink)
+    try:
+        yield
+    finally:
+        _SINKS.remove(sink)
+
+
+def status(text: str) -> None:
+    """Tell the user what a long wait is (``"retry 2/5 in 1.0 s: connection refused"``), if an edge listens."""
+    if _SINKS:
+        _SINKS[-1](text)
 
 
 class Quiet:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import FetchError, RemoteNotFoundError
+from zoo.fetch import progress
 from zoo.fetch.hashing import Expected
 from zoo.fetch.transfer import Fetched, HttpFetcher, Limits, Progress, _noop, copy_file, etag_claim
 
@@ -118,12 +119,16 @@ class HubSource(Source):
                 status = exc.response.status_code if exc.response is not None else None
                 if (status or 0) < 500 or attempt == retries:
                     raise FetchError(f"{self.label}: listing {repo} failed: HTTP {status}", status=status) from None
+                reason = f"HTTP {status}"
             except HTTPError as exc:  # connect/read timeouts, refused connections, redirect loops: the endpoint is unusable
                 if attempt == retries:
                     raise FetchError(f"{self.label}: cannot reach the Hub ({type(exc).__name__})") from None
+                reason = f"cannot reach the Hub ({type(exc).__name__})"
             except ValueError:
                 raise FetchError(f"{self.label}: listing {repo} is not JSON") from None
-            time.sleep(self.limits.backoff_wait(attempt + 1))
+            wait = self.limits.backoff_wait(attempt + 1)
+            progress.status(f"retry {attempt + 1}/{retries} in {wait:.1f} s: {self.label}: {reason}")
+            time.sleep(wait)
         raise AssertionError("unreachable")
 
     def _info_body(self, repo: str, revision: str) -> bytes:

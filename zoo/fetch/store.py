@@ -15,11 +15,13 @@ Nothing is ever written at a final path except by ``os.replace`` of a complete, 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -28,6 +30,7 @@ from typing import Any
 
 from zoo import config
 from zoo.errors import LockTimeoutError, NotInstalledError
+from zoo.fetch import progress
 from zoo.fetch.hashing import sha256_file
 
 _TMP_NAME = re.compile(r"^\..+\.(\d+)\.(tmp|old)$")  # `.<name>.<pid>.tmp`: per-process temporary names
@@ -61,6 +64,9 @@ class Manifest:
     @property
     def size(self) -> int:
         return sum(f.size for f in self.files)
+
+
+READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)  # what writing into a read-only ZOO_HOME fails with
 
 
 def _fingerprint(st: os.stat_result) -> dict[str, int]:
@@ -101,7 +107,12 @@ class Store:
         return isinstance(mark, dict) and mark == _fingerprint(st)
 
     def mark_verified(self, sha256: str) -> None:
-        _atomic_write(self._marker(sha256), json.dumps(_fingerprint(self.blob(sha256).stat())))
+        """Remember that the blob was hashed; on a read-only cache nothing is remembered (it is re-hashed next time)."""
+        try:
+            _atomic_write(self._marker(sha256), json.dumps(_fingerprint(self.blob(sha256).stat())))
+        except OSError as exc:
+            if exc.errno not in READ_ONLY:
+                raise
 
     def ensure_verified(self, sha256: str) -> bool:
         """A blob is usable when its marker is fresh, or when re-hashing a present blob with a stale marker
@@ -174,7 +185,7 @@ class Store:
         wait = timeout if timeout is not None else self.lock_timeout if self.lock_timeout is not None else (
             config.fetch_limits()["lock_timeout"])
         try:
-            lock.acquire(timeout=wait)
+            _acquire(lock, path, label, wait)
         except Timeout:
             raise LockTimeoutError(f"another process has been fetching {label} for over {wait:.0f} s (lock {path})",
                                    "wait for it, or stop it; a lock held by a dead process is released by the OS") from None
@@ -339,3 +350,19 @@ def clean_stale_tmp(folder: Path) -> int:
             entry.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def _acquire(lock: Any, path: Path, label: str, timeout: float) -> None:
+    """Take ``lock``; when another process holds it, say so (a status line) before waiting up to ``timeout`` s."""
+    from filelock import Timeout
+
+    try:
+        since = time.strftime("%H:%M:%S", time.localtime(path.stat().st_mtime))  # before our open touches it
+    except OSError:
+        since = None
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        progress.status(f"waiting for another zoo download of {label}" + (f" (lock held since {since})" if since else "")
+                        + f"; giving up after {timeout:.0f} s")
+        lock.acquire(timeout=timeout)

@@ -20,6 +20,7 @@ from typing import Any
 
 from zoo.errors import DiskFullError, FetchError, RemoteNotFoundError
 from zoo.fetch.hashing import CHUNK, Expected, StreamHash
+from zoo.fetch.progress import status
 
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -220,6 +221,7 @@ class HttpFetcher:
                     spent = f"{self.limits.retries} retries" if failures > self.limits.retries else f"{waited:.0f} s of waiting"
                     raise FetchError(f"{url}: {why.reason} (gave up after {spent})",
                                      "check the source; rerun to resume from the partial download", status=why.status) from None
+                status(f"retry {failures or 1}/{self.limits.retries} in {wait:.1f} s: {why.reason} ({url})")
                 time.sleep(wait)
                 waited += wait
                 if why.restart:
