@@ -5,7 +5,8 @@ bounds each request line and header line but not their total nor the time they t
 head (request line and headers) must arrive within ``Limits.head_timeout`` (idle keep-alive time included) and
 ``MAX_HEAD`` bytes (414 or 431 otherwise); a send or receive that makes no progress for ``Limits.io_timeout`` ends
 the connection; and at most ``Limits.max_connections`` are served at once, the next ones answered 503 with
-``Retry-After`` straight from the accept loop.
+``Retry-After`` straight from the accept loop. A request body (``read_body``) must declare its length, at most
+``MAX_BODY`` bytes, and arrive within the same time as a head.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MAX_HEAD = 32 << 10  # bytes in a request line and its headers together
+MAX_BODY = 1 << 20  # bytes in a request body
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,14 @@ class HeadTooLarge(OSError):
     """A request line and headers longer than ``MAX_HEAD``."""
 
 
+class BodyRefused(Exception):
+    """A request body that will not be read: no length (411), too long (413) or a malformed length (400)."""
+
+    def __init__(self, status: HTTPStatus, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class HeadReader(io.RawIOBase):
     """A connection's incoming bytes, within a budget of bytes and time per request head (the handler's ``rfile``)."""
 
@@ -45,6 +55,10 @@ class HeadReader(io.RawIOBase):
     def restart(self) -> None:
         """A new request head begins."""
         self.deadline, self.left = time.monotonic() + self.limits.head_timeout, MAX_HEAD
+
+    def expect_body(self, length: int) -> None:
+        """A body of ``length`` bytes follows the head: it gets a byte budget and a deadline of its own."""
+        self.deadline, self.left = time.monotonic() + self.limits.head_timeout, length
 
     def settle(self) -> None:
         """The head is in: each send (or read) may wait ``io_timeout`` again."""
@@ -79,6 +93,28 @@ class BoundedHandler(BaseHTTPRequestHandler):
         self.rfile.close()
         self.reader = HeadReader(self.connection, self.server.limits)
         self.rfile = io.BufferedReader(self.reader)
+
+    def read_body(self, limit: int = MAX_BODY) -> bytes:
+        """The request's body, read within ``limit`` bytes and the head's time budget; ``BodyRefused`` before reading
+        anything when its length is missing, malformed or over ``limit`` (the caller then closes the connection)."""
+        if self.headers.get("Transfer-Encoding"):
+            raise BodyRefused(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length")
+        declared = self.headers.get("Content-Length")
+        if declared is None:
+            raise BodyRefused(HTTPStatus.LENGTH_REQUIRED, "send the body with a Content-Length")
+        if not declared.isascii() or not declared.strip().isdigit() or len(declared) > 20:
+            raise BodyRefused(HTTPStatus.BAD_REQUEST, "malformed Content-Length")
+        length = int(declared)
+        if length > limit:
+            raise BodyRefused(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body over {limit} bytes")
+        self.reader.expect_body(length)
+        try:
+            body = self.rfile.read(length)
+        finally:
+            self.reader.settle()
+        if len(body) < length:
+            raise ConnectionResetError("the client closed the connection before its body was in")
+        return body
 
     def handle_one_request(self) -> None:
         """One request (the stdlib answers a timeout by closing the connection; an oversized head gets 414 or 431)."""

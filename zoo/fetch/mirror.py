@@ -1,11 +1,18 @@
 """``zoo mirror``: serve a directory of repos as a Hub-compatible endpoint, and fill one from the cache.
 
-The served subset is what huggingface_hub's downloads use (checked against its 2.x client):
+The served subset is every Hub call huggingface_hub's clients and the ``hf`` CLI make to read models (checked
+against its 2.x client; the answers are built in ``hubapi``):
 
+* ``GET /api/models``: the listing, with ``search``, ``author``, ``filter``/``pipeline_tag``, ``sort``,
+  ``direction``, ``limit``, ``full``, ``config`` and ``expand``; pages of ``page_size`` linked by ``Link: rel="next"``;
 * ``GET /api/models/<repo>[/revision/<rev>]``: model info with ``sha`` and ``siblings`` (size, blobId, lfs);
-* ``GET /api/models/<repo>/tree/<rev>[/<dir>]``: the file listing ``snapshot_download`` reads;
+* ``GET /api/models/<repo>/refs``: the one branch, ``main``;
+* ``GET /api/models/<repo>/tree/<rev>[/<dir>]``: folders and files (``recursive``, ``expand``);
+* ``POST /api/models/<repo>/paths-info/<rev>``: entries for the ``paths`` given (form or JSON body, at most 1 MiB);
 * ``HEAD|GET /<repo>/resolve/<rev>/<path>``: the file, with ``ETag``, ``X-Repo-Commit``, ``X-Linked-Etag``
-  and ``X-Linked-Size`` (for LFS-style files), ``Accept-Ranges`` and single ``Range`` requests;
+  and ``X-Linked-Size`` (for LFS-style files), ``Accept-Ranges`` and single ``Range`` requests (several ranges
+  get the whole file, 200);
+* ``GET /``: an index page of the repos; ``GET /<repo>``: the model page (its JSON with ``Accept: application/json``);
 * ``GET /<repo>/<path>``: plain paths too, so the same server is also a plain HTTP mirror (``--mirror``).
 
 A repo is any directory under DIR holding ``config.json`` (``DIR/<org>/<name>/`` or ``DIR/<name>/``). Each
@@ -21,117 +28,25 @@ what a client can hold: time and bytes per request head, stalls, connections at 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from zoo.errors import ZooError
-from zoo.fetch.hashing import StreamHash
-from zoo.fetch.httpserver import BoundedHandler, BoundedHTTPServer, Limits
+from zoo.fetch import hubapi
+from zoo.fetch.httpserver import BodyRefused, BoundedHandler, BoundedHTTPServer, Limits
+from zoo.fetch.hubrepos import NAME_MAX, Catalog, FileInfo
 from zoo.fetch.sources import HASHES_FILE
 
-LFS_MIN = 1 << 20
-LFS_SUFFIXES = (".bin", ".safetensors", ".onnx", ".pt", ".pth", ".h5", ".msgpack", ".ot")
+__all__ = ["Catalog", "FileInfo", "Handler", "MirrorHTTPServer", "pull", "serve"]
+
 MAX_TARGET = 8 << 10  # characters in a request target (414 beyond)
-NAME_MAX = 255  # bytes in one path component, as in the file systems we serve from (414 beyond)
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    path: str
-    size: int
-    sha256: str
-    git_oid: str
-
-    @property
-    def lfs(self) -> bool:
-        return self.size >= LFS_MIN or self.path.endswith(LFS_SUFFIXES)
-
-    @property
-    def etag(self) -> str:
-        return self.sha256 if self.lfs else self.git_oid
-
-
-class Catalog:
-    """The repos under a root, with file hashes computed once per (size, mtime) and kept in memory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root).resolve()
-        self._hashes: dict[tuple[str, int, int], FileInfo] = {}
-        self._lock = threading.Lock()
-
-    def repo_dir(self, repo: str) -> Path | None:
-        parts = repo.split("/")
-        if not 1 <= len(parts) <= 2:
-            return None
-        return _inside(self.root, parts, lambda p: (p / "config.json").is_file())
-
-    def file(self, repo_dir: Path, rel: str) -> Path | None:
-        """The visible file ``rel`` inside a repo, or None when it does not exist, is hidden or would leave the repo."""
-        return _inside(repo_dir, rel.split("/"), Path.is_file)
-
-    def info(self, repo_dir: Path, path: Path, rel: str | None = None) -> FileInfo:
-        """``path`` hashed, listed as ``rel`` (the name a symlink was found under) or its own place in the repo."""
-        rel = rel or path.relative_to(repo_dir).as_posix()
-        st = path.stat()
-        key = (str(repo_dir), rel, st.st_size, st.st_mtime_ns)
-        with self._lock:
-            found = self._hashes.get(key)
-        if found is None:
-            h = StreamHash(st.st_size)
-            h.feed_file(path)
-            found = FileInfo(rel, st.st_size, h.sha256, h.git_oid or "")
-            with self._lock:
-                self._hashes[key] = found
-        return found
-
-    def files(self, repo_dir: Path) -> list[FileInfo]:
-        """The repo's servable files; hidden directories are not even walked (a ``.git/`` may be large)."""
-        found = []
-        for top, dirs, names in os.walk(repo_dir):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for name in names:
-                rel = Path(top, name).relative_to(repo_dir).as_posix()
-                path = self.file(repo_dir, rel)
-                if path is not None:
-                    found.append(self.info(repo_dir, path, rel))
-        return sorted(found, key=lambda f: f.path.split("/"))
-
-    def commit(self, repo_dir: Path) -> str:
-        text = "".join(f"{f.path}\0{f.sha256}\n" for f in self.files(repo_dir))
-        return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
-
-    def repos(self) -> list[str]:
-        found = {p.parent.relative_to(self.root).as_posix() for pattern in ("*/config.json", "*/*/config.json")
-                 for p in self.root.glob(pattern)}
-        return sorted(r for r in found if self.repo_dir(r) is not None)
-
-
-def _plain(part: str) -> bool:
-    """A path component that names a visible entry of its directory, and nothing else."""
-    return bool(part) and not part.startswith(".") and "\\" not in part and "\0" not in part and len(part.encode()) <= NAME_MAX
-
-
-def _inside(base: Path, parts: list[str], wanted: Callable[[Path], bool]) -> Path | None:
-    """``base/parts`` with symlinks resolved, when it is ``wanted`` and both the request and where it lands are
-    visible and inside ``base``."""
-    if not all(_plain(p) for p in parts):
-        return None
-    try:
-        path = base.joinpath(*parts).resolve()
-        ok = path.is_relative_to(base) and all(_plain(p) for p in path.relative_to(base).parts) and wanted(path)
-    except (OSError, RuntimeError):  # a symlink loop, a name or path the file system refuses
-        return None
-    return path if ok else None
 
 
 class Handler(BoundedHandler):
@@ -147,9 +62,31 @@ class Handler(BoundedHandler):
     def do_GET(self) -> None:
         self.route(head=False)
 
-    # -- routing -------------------------------------------------------------------------------------
-    def route(self, head: bool) -> None:
+    def do_POST(self) -> None:
         self.reader.settle()
+        parts = self.target()
+        if parts is None:
+            return None
+        found = self.find_repo(parts[2:]) if parts[:2] == ["api", "models"] else None
+        if found is None or len(found[1]) != 2 or found[1][0] != "paths-info":
+            self.close_connection = True  # the body, if any, is not read
+            return self.error(HTTPStatus.METHOD_NOT_ALLOWED if found is None and parts[:2] != ["api", "models"]
+                              else HTTPStatus.NOT_FOUND, "no such POST route", "EntryNotFound")
+        (repo_id, repo_dir), rest = found
+        try:
+            paths, expand = _paths_request(self.read_body(), self.headers.get("Content-Type", ""))
+        except BodyRefused as exc:
+            self.close_connection = True
+            return self.error(exc.status, str(exc), "BadRequest")
+        except ValueError as exc:
+            return self.error(HTTPStatus.BAD_REQUEST, str(exc), "BadRequest")
+        if not self.revision_ok(repo_dir, rest[1]):
+            return None
+        return self.send_json(hubapi.paths_info(hubapi.repo(self.server.catalog, repo_id, repo_dir), paths, expand), False)
+
+    # -- routing -------------------------------------------------------------------------------------
+    def target(self) -> list[str] | None:
+        """The request path's components, or None once a refusal is sent (oversized, malformed, traversing)."""
         if len(self.path) > MAX_TARGET:
             return self.error(HTTPStatus.REQUEST_URI_TOO_LONG, f"request target over {MAX_TARGET} characters", "BadRequest")
         try:
@@ -161,47 +98,86 @@ class Handler(BoundedHandler):
             return self.error(HTTPStatus.REQUEST_URI_TOO_LONG, f"a path component over {NAME_MAX} bytes", "BadRequest")
         if "\0" in path or ".." in parts or "." in parts:
             return self.error(HTTPStatus.FORBIDDEN, "path outside the mirror", "EntryNotFound")
+        return parts
+
+    def query(self) -> dict[str, list[str]] | None:
+        try:
+            return parse_qs(urlsplit(self.path).query, keep_blank_values=True, max_num_fields=200)
+        except ValueError:
+            return self.error(HTTPStatus.BAD_REQUEST, "malformed query", "BadRequest")
+
+    def find_repo(self, parts: list[str]) -> tuple[tuple[str, Path], list[str]] | None:
+        """((repo id, its directory), the path after it): ``<org>/<name>/...`` before ``<name>/...``."""
+        for split in (2, 1):
+            repo_dir = self.server.catalog.repo_dir("/".join(parts[:split]))
+            if repo_dir is not None:
+                return ("/".join(parts[:split]), repo_dir), parts[split:]
+        return None
+
+    def route(self, head: bool) -> None:
+        self.reader.settle()
+        parts = self.target()
+        if parts is None:
+            return None
+        if parts == [""]:
+            return self.send_page(hubapi.index_page(self.server.catalog), head)
         if parts[:2] == ["api", "models"]:
             return self.api(parts[2:], head)
-        for split in (2, 1):  # <org>/<name>/... before <name>/...
-            repo = "/".join(parts[:split])
-            repo_dir = self.server.catalog.repo_dir(repo)
-            if repo_dir is None:
-                continue
-            rest = parts[split:]
-            if len(rest) >= 3 and rest[0] == "resolve":
-                if not self.revision_ok(repo_dir, unquote(rest[1])):
-                    return None
-                return self.serve_file(repo_dir, "/".join(rest[2:]), head)
-            if rest == [HASHES_FILE]:
-                return self.send_json({f.path: {"sha256": f.sha256, "size": f.size} for f in self.server.catalog.files(repo_dir)}, head)
-            return self.serve_file(repo_dir, "/".join(rest), head)
-        return self.error(HTTPStatus.NOT_FOUND, "repository not found", "RepoNotFound")
+        found = self.find_repo(parts)
+        if found is None:
+            return self.error(HTTPStatus.NOT_FOUND, "repository not found", "RepoNotFound")
+        (repo_id, repo_dir), rest = found
+        if not rest or rest == [""]:
+            r = hubapi.repo(self.server.catalog, repo_id, repo_dir)
+            if _wants_json(self.headers.get("Accept", "")):
+                return self.send_json(hubapi.model_info(r), head)
+            return self.send_page(hubapi.model_page(r), head)
+        if len(rest) >= 3 and rest[0] == "resolve":
+            if not self.revision_ok(repo_dir, unquote(rest[1])):
+                return None
+            return self.serve_file(repo_dir, "/".join(rest[2:]), head)
+        if rest == [HASHES_FILE]:
+            return self.send_json({f.path: {"sha256": f.sha256, "size": f.size} for f in self.server.catalog.files(repo_dir)}, head)
+        return self.serve_file(repo_dir, "/".join(rest), head)
 
     def api(self, parts: list[str], head: bool) -> None:
-        catalog = self.server.catalog
-        for split in (2, 1):
-            repo_dir = catalog.repo_dir("/".join(parts[:split]))
-            if repo_dir is not None:
-                break
-        else:
+        query = self.query()
+        if query is None:
+            return None
+        if parts in ([], [""]):
+            return self.list_models(query, head)
+        found = self.find_repo(parts)
+        if found is None:
             return self.error(HTTPStatus.NOT_FOUND, "repository not found", "RepoNotFound")
-        repo, rest = "/".join(parts[:split]), parts[split:]
+        (repo_id, repo_dir), rest = found
         if rest and rest[0] in ("revision", "tree") and len(rest) >= 2 and not self.revision_ok(repo_dir, rest[1]):
             return None
-        files = catalog.files(repo_dir)
-        if not rest or rest[0] == "revision":
-            siblings = [{"rfilename": f.path, "size": f.size, "blobId": f.git_oid,
-                         **({"lfs": {"sha256": f.sha256, "size": f.size, "pointerSize": 134}} if f.lfs else {})} for f in files]
-            return self.send_json({"id": repo, "modelId": repo, "sha": catalog.commit(repo_dir), "private": False, "disabled": False,
-                                   "gated": False, "tags": [], "siblings": siblings}, head)
+        r = hubapi.repo(self.server.catalog, repo_id, repo_dir)
+        if not rest or rest[0] == "revision" and len(rest) == 2:
+            return self.send_json(hubapi.model_info(r), head)
+        if rest == ["refs"]:
+            return self.send_json(hubapi.refs(r), head)
         if rest[0] == "tree" and len(rest) >= 2:
-            prefix = "/".join(rest[2:])
-            chosen = [f for f in files if not prefix or f.path.startswith(prefix.rstrip("/") + "/")]
-            return self.send_json([{"type": "file", "path": f.path, "size": f.size, "oid": f.git_oid,
-                                    **({"lfs": {"oid": f.sha256, "size": f.size, "pointerSize": 134}} if f.lfs else {})}
-                                   for f in chosen], head)
+            truthy = ("1", "true", "True")
+            return self.send_json(hubapi.tree(r, "/".join(rest[2:]), query.get("recursive", [""])[-1] in truthy,
+                                              query.get("expand", [""])[-1] in truthy), head)
         return self.error(HTTPStatus.NOT_FOUND, "unknown API route", "EntryNotFound")
+
+    def list_models(self, query: dict[str, list[str]], head: bool) -> None:
+        """One page of the listing; a ``Link: <...cursor=N>; rel="next"`` header points at the next one."""
+        try:
+            entries = hubapi.listing(self.server.catalog, {k: v for k, v in query.items() if k != "cursor"})
+            start = int(query.get("cursor", ["0"])[-1])
+        except hubapi.BadQuery as exc:
+            return self.error(HTTPStatus.BAD_REQUEST, str(exc), "BadRequest")
+        except ValueError:
+            return self.error(HTTPStatus.BAD_REQUEST, "cursor must be an integer", "BadRequest")
+        end = start + self.server.page_size
+        link = None
+        if end < len(entries):
+            host = self.headers.get("Host") or "{}:{}".format(*self.server.server_address[:2])
+            link = f'<http://{host}/api/models?{urlencode({**query, "cursor": [str(end)]}, doseq=True)}>; rel="next"'
+        return self.send_json(entries[max(0, start):end], head, {"Link": link} if link else {})
 
     def revision_ok(self, repo_dir: Path, revision: str) -> bool:
         if revision in ("main", self.server.catalog.commit(repo_dir)):
@@ -221,11 +197,18 @@ class Handler(BoundedHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def send_json(self, value: Any, head: bool) -> None:
-        body = json.dumps(value).encode()
+    def send_json(self, value: Any, head: bool, headers: dict[str, str] | None = None) -> None:
+        self.send_body_bytes(json.dumps(value).encode(), "application/json", head, headers)
+
+    def send_page(self, page: str, head: bool) -> None:
+        self.send_body_bytes(page.encode(), "text/html; charset=utf-8", head)
+
+    def send_body_bytes(self, body: bytes, content_type: str, head: bool, headers: dict[str, str] | None = None) -> None:
         self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self.end_headers()
         if not head:
             self.wfile.write(body)
@@ -292,7 +275,28 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | None:
     return int(first), min(int(last), size - 1) if last else size - 1
 
 
+def _wants_json(accept: str) -> bool:
+    return "application/json" in accept and "text/html" not in accept
+
+
+def _paths_request(body: bytes, content_type: str) -> tuple[list[str], bool]:
+    """(paths, expand) from a paths-info body: a form (as huggingface_hub sends it) or a JSON object."""
+    text = body.decode("utf-8", errors="strict")
+    if content_type.split(";")[0].strip() == "application/json":
+        value = json.loads(text)
+        if not isinstance(value, dict) or not isinstance(value.get("paths", []), list):
+            raise ValueError("a JSON body must be an object with a list of paths")
+        paths, expand = value.get("paths", []), bool(value.get("expand", False))
+    else:
+        form = parse_qs(text, keep_blank_values=True, max_num_fields=10_000)
+        paths, expand = form.get("paths", []), form.get("expand", ["false"])[-1].lower() in ("1", "true")
+    if not all(isinstance(p, str) for p in paths):
+        raise ValueError("paths must be strings")
+    return paths, expand
+
+
 class MirrorHTTPServer(BoundedHTTPServer):
+    page_size = 1000  # models per /api/models page, as on the Hub
     def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0, handler: type[Handler] = Handler,
                  verbose: bool = False, limits: Limits = Limits()) -> None:
         self.catalog = Catalog(root)
