@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.config import Settings
-from zoo.errors import CheckpointError, NotInstalledError, ZooError
+from zoo.errors import CheckpointError, InputError, NotInstalledError, ZooError
 
 if TYPE_CHECKING:
     from zoo.catalog import ModelCard
@@ -68,6 +68,9 @@ def locate(name_or_dir: str | Path, settings: Settings, *, fetch: bool = True, r
     if path.is_dir():
         path = path.resolve()
         return Located(path.name, path)
+    if path.exists() or str(name_or_dir).startswith(("/", "./", "../", "~")):
+        raise InputError(f"{name_or_dir} is not a directory" if path.exists() else f"no such directory: {name_or_dir}",
+                         "give a directory holding a Hub-style repo (config.json, weights, vocab), or a catalog name")
     from zoo.catalog import resolve
 
     card = resolve(str(name_or_dir), settings)

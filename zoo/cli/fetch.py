@@ -78,8 +78,9 @@ def download_cmd(names: tuple[str, ...], revision: str | None, mirrors: tuple[st
         if result.trusted_on_first_use:
             click.echo(f"WARNING: nothing vouched for {', '.join(result.trusted_on_first_use)} of {result.name}; installed "
                        "because trust on first use was asked for, and pinned: later downloads must match", err=True)
-        if result.pinned:
-            con.print(f"[yellow]pinned on first use[/]: {', '.join(result.pinned)}: the catalog has no hash for these, so the "
+        pinned_now = [f.path for f in result.files if f.path in result.pinned and f.action != "cached"]
+        if pinned_now:  # said once, when it happens (a cached file was pinned by an earlier download)
+            con.print(f"[yellow]pinned on first use[/]: {', '.join(pinned_now)}: the catalog has no hash for these, so the "
                       "source's was trusted and recorded in state.db; later downloads must match it")
     verdicts = {}
     if not (dry_run or no_validate):
@@ -176,14 +177,16 @@ def cache_size(as_json: bool) -> None:
 @click.argument("names", nargs=-1, required=True)
 @json_option
 def cache_rm(names: tuple[str, ...], as_json: bool) -> None:
-    """Uninstall models (their blobs are freed by `zoo cache prune`)."""
+    """Uninstall models and free the disk they used (files another installed model shares stay)."""
     from zoo.fetch.cache import remove
 
     removed = [remove(n, home=settings().home) for n in names]
     if as_json:
         return emit_json(removed)
     for r in removed:
-        console().print(f"removed {r['name']} ({r['files']} files, {_mb(r['bytes'])}; run `zoo cache prune` to free them)")
+        shared = r["files"] - r["freed_blobs"]
+        console().print(f"removed {r['name']} ({r['files']} files): {_mb(r['freed_bytes'])} freed"
+                        + (f"; {shared} files kept (another installed model uses them)" if shared > 0 else ""))
     return None
 
 

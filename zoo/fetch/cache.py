@@ -101,10 +101,16 @@ def verify(names: list[str] | None = None, reporter: Quiet | None = None, home: 
 
 
 def remove(name: str, home: Path | None = None) -> dict[str, Any]:
-    """Uninstall a model; its blobs stay until ``prune`` (another model may share them)."""
+    """Uninstall a model and free its blobs that no other installed model uses (as ``ollama rm`` does); the
+    bytes freed are reported. A blob a live download holds is left for ``prune``."""
     from zoo.catalog import resolve
+    from zoo.errors import NotInstalledError
 
     store = Store(home)
-    manifest = store.remove(resolve(name).name)
+    card = resolve(name)
+    if store.manifest(card.name) is None:
+        raise NotInstalledError(f"{card.name} is not installed in {store.home}: nothing to remove", "`zoo cache list` shows what is")
+    manifest = store.remove(card.name)
     state.forget_install(manifest.name, home=store.home)
-    return {"name": manifest.name, "files": len(manifest.files), "bytes": manifest.size}
+    blobs, freed = store.prune(partials=False, only={f.sha256 for f in manifest.files})
+    return {"name": manifest.name, "files": len(manifest.files), "bytes": manifest.size, "freed_blobs": blobs, "freed_bytes": freed}

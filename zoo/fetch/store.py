@@ -269,8 +269,8 @@ class Store:
         shutil.rmtree(self.model_dir(name), ignore_errors=True)
         return manifest
 
-    def prune(self, partials: bool = True) -> tuple[int, int]:
-        """Delete blobs no manifest references (and partial downloads); returns (files, bytes) freed.
+    def prune(self, partials: bool = True, only: set[str] | None = None) -> tuple[int, int]:
+        """Delete blobs no manifest references (``only``: of these sha256s) and partial downloads; returns (files, bytes) freed.
 
         What a live download holds is skipped: a partial file whose lock is held, and a blob whose lock is held
         (a download holds it from adopting or reusing the blob until its manifest is written). Stale temporary
@@ -286,7 +286,8 @@ class Store:
                     part.unlink(missing_ok=True)
                     part.with_suffix(".json").unlink(missing_ok=True)
                     count += 1
-            blobs = [b for b in self.blobs() if self.try_lock(stack, f"blob-{b.name.removeprefix('sha256-')}")]
+            blobs = [b for b in self.blobs() if (only is None or b.name.removeprefix("sha256-") in only)
+                     and self.try_lock(stack, f"blob-{b.name.removeprefix('sha256-')}")]
             used = {f.sha256 for m in self.manifests() for f in m.files}  # read after the locks: no install slips past
             for blob in blobs:
                 sha = blob.name.removeprefix("sha256-")
