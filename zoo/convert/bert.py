@@ -113,6 +113,9 @@ class Embeddings:
     output_q: dict[str, QParams] = field(default_factory=dict)
 
 
+PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
+
+
 @dataclass(frozen=True)
 class BertConfig:
     hidden: int
@@ -126,6 +129,7 @@ class BertConfig:
     architecture: str
     labels: tuple[str, ...]
     hidden_act: str = "gelu"
+    problem_type: str | None = None  # regression | single_label_classification | multi_label_classification
 
     @property
     def head(self) -> Head | None:
@@ -153,10 +157,13 @@ class BertConfig:
         hidden_act = cfg.get("hidden_act", "gelu")
         if hidden_act not in ("gelu", "gelu_new", "gelu_python"):
             raise CheckpointError(f"config.json: hidden_act {_shown(hidden_act)} is not supported (gelu only)")
+        problem_type = cfg.get("problem_type")
+        if problem_type not in PROBLEM_TYPES:
+            raise CheckpointError(f"config.json: problem_type must be one of {', '.join(map(str, PROBLEM_TYPES))}, got {_shown(problem_type)}")
         return cls(hidden=hidden, layers=ints["num_hidden_layers"], heads=heads, intermediate=ints["intermediate_size"],
                    vocab_size=ints["vocab_size"], max_positions=ints["max_position_embeddings"],
                    type_vocab_size=ints["type_vocab_size"], eps=float(eps), architecture=archs[0], labels=_config_labels(cfg),
-                   hidden_act=hidden_act)
+                   hidden_act=hidden_act, problem_type=problem_type)
 
     @classmethod
     def from_file(cls, path: Path) -> BertConfig:
