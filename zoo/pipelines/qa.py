@@ -1,14 +1,14 @@
-"""Extractive question answering (SQuAD v1.1 style) with the Hugging Face pipeline's conventions.
+"""Extractive question answering (SQuAD v1.1 style), answer for answer as transformers' question-answering pipeline.
 
-Long contexts are split into windows of ``max_seq_len`` tokens overlapping by ``doc_stride``; start and end
-logits of context tokens are turned into probabilities per window (softmax), every span up to
-``max_answer_len`` tokens is scored start_prob x end_prob, and the best ``top_k`` spans over all windows
-are returned with their character offsets in the original context.
+Long contexts are split into windows of ``max_seq_len`` tokens overlapping by ``doc_stride``. In each window the
+start and end logits are softmaxed over the context tokens and [CLS] (float32, as transformers does), [CLS] is then
+zeroed (its product is the "no answer" score), every span up to ``max_answer_len`` tokens is scored
+start_prob x end_prob, and spans are snapped to whole words (``align_to_words``). Spans whose text is the same
+(ignoring case) add their scores, across windows too; the ``top_k`` best are returned, a dict when there is one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,69 +16,105 @@ import numpy as np
 from zoo.errors import InputError
 from zoo.pipelines.base import Job, Pipeline
 
-
-@dataclass(frozen=True)
-class Answer:
-    answer: str
-    score: float
-    start: int
-    end: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"answer": self.answer, "score": self.score, "start": self.start, "end": self.end}
+NO_NULL_SCORE = 1000000.0  # transformers' starting "minimum null score": larger than any probability
 
 
-def _softmax_masked(logits: np.ndarray, undesired: np.ndarray) -> np.ndarray:
-    x = np.where(undesired, -10000.0, logits.astype(np.float64))
-    x = np.exp(x - x.max())
-    return x / x.sum()
+def span_probabilities(start: np.ndarray, end: np.ndarray, undesired: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end probabilities (float32, shape ``(1, n)``): softmax with ``undesired`` tokens at -10000."""
+    probs = []
+    for logits in (start, end):
+        x = np.where(undesired, -10000.0, np.asarray(logits, dtype=np.float32).reshape(1, -1))
+        x = np.exp(x - x.max(axis=-1, keepdims=True))
+        probs.append(x / x.sum())
+    return probs[0], probs[1]
+
+
+def decode_spans(p_start: np.ndarray, p_end: np.ndarray, desired: np.ndarray, top_k: int,
+                 max_answer_len: int) -> list[tuple[int, int, float]]:
+    """(start token, end token, score) of the ``top_k`` best spans (start <= end < start + max_answer_len), best
+    first, those touching a token outside ``desired`` dropped afterwards (so fewer than ``top_k`` may come back)."""
+    outer = np.matmul(np.expand_dims(p_start, -1), np.expand_dims(p_end, 1))
+    candidates = np.tril(np.triu(outer), max_answer_len - 1)
+    flat = candidates.flatten()
+    if top_k == 1:
+        order = np.array([np.argmax(flat)])
+    elif len(flat) < top_k:
+        order = np.argsort(-flat)
+    else:
+        idx = np.argpartition(-flat, top_k)[0:top_k]
+        order = idx[np.argsort(-flat[idx])]
+    starts, ends = np.unravel_index(order, candidates.shape)[1:]
+    keep = np.isin(starts, desired.nonzero()) & np.isin(ends, desired.nonzero())
+    return [(int(s), int(e), float(candidates[0, s, e])) for s, e in zip(starts[keep], ends[keep], strict=True)]
 
 
 def best_spans(start: np.ndarray, end: np.ndarray, undesired: np.ndarray, top_k: int, max_answer_len: int) -> list[tuple[int, int, float]]:
-    """(start token, end token, score) of the best spans in one window: start <= end < start + max_answer_len."""
-    p_start, p_end = _softmax_masked(start, undesired), _softmax_masked(end, undesired)
-    scores = np.triu(np.tril(np.outer(p_start, p_end), max_answer_len - 1))
-    scores[undesired, :] = 0.0
-    scores[:, undesired] = 0.0
-    flat = scores.ravel()
-    k = min(len(flat), max(top_k * 4, top_k))
-    idx = np.argpartition(-flat, k - 1)[:k] if k < len(flat) else np.arange(len(flat))
-    idx = idx[np.argsort(-flat[idx])]
-    n = scores.shape[1]
-    return [(int(i // n), int(i % n), float(flat[i])) for i in idx if flat[i] > 0][:top_k]
+    """(start token, end token, score) of the best spans in one window of logits, none touching an ``undesired`` token."""
+    undesired = np.asarray(undesired, dtype=bool).reshape(1, -1)
+    p_start, p_end = span_probabilities(start, end, undesired)
+    return decode_spans(p_start, p_end, ~undesired, top_k, max_answer_len)
+
+
+def _char_span(enc: Any, s: int, e: int, align_to_words: bool) -> tuple[int, int]:
+    """Character offsets in the context of tokens ``s..e``: whole words when ``align_to_words`` (token offsets where
+    a token belongs to no word, as [CLS])."""
+    if align_to_words:
+        start_word, end_word = enc.token_to_word(s), enc.token_to_word(e)
+        if start_word is not None and end_word is not None:
+            first, last = enc.word_to_chars(start_word, 1), enc.word_to_chars(end_word, 1)
+            if first is not None and last is not None:
+                return first[0], last[1]
+    return enc.offsets[s][0], enc.offsets[e][1]
 
 
 class QuestionAnswering(Pipeline):
     task = "question-answering"
 
     def __call__(self, *args: Any, question: str | list[str] | None = None, context: str | list[str] | None = None,
-                 top_k: int = 1, doc_stride: int = 128, max_answer_len: int = 15, max_seq_len: int = 384,
-                 max_question_len: int = 64) -> Any:
-        """``qa(question=..., context=...)`` -> dict (a list of dicts when ``top_k > 1``); lists of questions
-        and contexts, or a list of ``{"question", "context"}`` dicts, give one result per pair."""
+                 top_k: int = 1, doc_stride: int | None = None, max_answer_len: int = 15, max_seq_len: int | None = None,
+                 max_question_len: int = 64, handle_impossible_answer: bool = False, align_to_words: bool = True) -> Any:
+        """``qa(question=..., context=...)`` -> dict (a list of dicts when more than one answer comes back); lists of
+        questions and contexts, or a list of ``{"question", "context"}`` dicts, give one result per pair."""
         pairs, single = _pairs(args, question, context)
-        jobs = [self.plan_answer(q, c, top_k, doc_stride, max_answer_len, max_seq_len, max_question_len) for q, c in pairs]
+        jobs = [self.plan_answer(q, c, top_k, doc_stride, max_answer_len, max_seq_len, max_question_len, handle_impossible_answer,
+                                 align_to_words) for q, c in pairs]
         results = self.run_jobs(jobs)
         return results[0] if single else results
 
-    def plan_answer(self, question: str, context: str, top_k: int = 1, doc_stride: int = 128, max_answer_len: int = 15,
-                    max_seq_len: int = 384, max_question_len: int = 64) -> Job:
-        """The job answering one question: its windows, and how their logits become the answer (a dict, or a
-        list of ``top_k`` dicts when ``top_k > 1``; an empty answer when no span qualifies)."""
+    def plan_answer(self, question: str, context: str, top_k: int = 1, doc_stride: int | None = None, max_answer_len: int = 15,
+                    max_seq_len: int | None = None, max_question_len: int = 64, handle_impossible_answer: bool = False,
+                    align_to_words: bool = True) -> Job:
+        """The job answering one question: its windows, and how their logits become the answer.
+
+        Defaults are transformers': ``max_seq_len`` min(model maximum, 384), ``doc_stride`` min(max_seq_len // 2, 128).
+        The answer is a dict, or a list of dicts best first when ``top_k > 1`` finds more than one; with
+        ``handle_impossible_answer`` the empty answer ``""`` (start = end = 0) competes with the [CLS] score.
+        Unlike transformers' fast-tokenizer path, questions longer than ``max_question_len`` tokens are cut (as its
+        slow path does), and a ``doc_stride`` that leaves no room for new context is reduced instead of refused.
+        """
+        max_seq_len = min(384, self.config.max_positions) if max_seq_len is None else max_seq_len
+        doc_stride = min(_whole(max_seq_len, "max_seq_len") // 2, 128) if doc_stride is None else doc_stride
         for name, value in (("top_k", top_k), ("doc_stride", doc_stride), ("max_answer_len", max_answer_len),
                             ("max_seq_len", max_seq_len), ("max_question_len", max_question_len)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")
+            _whole(value, name)
+        for name, flag in (("handle_impossible_answer", handle_impossible_answer), ("align_to_words", align_to_words)):
+            if not isinstance(flag, bool):
+                raise InputError(f"{name} must be true or false, got {flag!r}")
+        if doc_stride > max_seq_len:
+            raise InputError(f"doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len})")
         if not isinstance(question, str) or not isinstance(context, str):
             raise InputError(f"question and context must be strings, got {type(question).__name__} and {type(context).__name__}")
         if not question.strip() or not context.strip():
             raise InputError("question and context must both be non-empty")
         windows = self.windows(question, context, doc_stride, max_seq_len, max_question_len)
+        cls_id = self.tokenizer.token_to_id("[CLS]")
 
         def finish(outs: list[dict[str, np.ndarray]]) -> Any:
-            dicts = [a.to_dict() for a in self._best(context, windows, outs, top_k, max_answer_len)]
-            dicts = dicts or [{"answer": "", "score": 0.0, "start": 0, "end": 0}]
-            return dicts[0] if top_k == 1 else dicts
+            answers, null_score = self._answers(context, windows, outs, cls_id, top_k, max_answer_len, align_to_words)
+            if handle_impossible_answer:
+                answers.append({"score": null_score, "start": 0, "end": 0, "answer": ""})
+            answers = sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
+            return answers[0] if len(answers) == 1 else answers
 
         return Job(windows, finish)
 
@@ -94,21 +130,41 @@ class QuestionAnswering(Pipeline):
         room = max_seq_len - len(q_ids) - 3
         if room < 2:
             raise InputError(f"max_seq_len {max_seq_len} leaves no room for the context after a {len(q_ids)}-token question")
-        stride = min(doc_stride, max_seq_len // 2, room - 1)
+        stride = min(doc_stride, room - 1)
         enc = self.truncating(max_length=max_seq_len, stride=stride, strategy="only_second").encode(question, context)
         return [enc, *enc.overflowing]
 
     @staticmethod
-    def _best(context: str, windows: list[Any], outs: list[dict[str, np.ndarray]], top_k: int, max_answer_len: int) -> list[Answer]:
-        found: dict[tuple[int, int], float] = {}
+    def _answers(context: str, windows: list[Any], outs: list[dict[str, np.ndarray]], cls_id: int | None, top_k: int,
+                 max_answer_len: int, align_to_words: bool) -> tuple[list[dict[str, Any]], float]:
+        """Every window's candidate answers, those with the same text (ignoring case) merged by adding their
+        scores, and the smallest [CLS] (no answer) score over the windows."""
+        pre_top_k = top_k * 2 + 10 if align_to_words else top_k  # word alignment may merge candidates
+        answers: list[dict[str, Any]] = []
+        by_text: dict[str, dict[str, Any]] = {}
+        null_score = NO_NULL_SCORE
         for enc, out in zip(windows, outs, strict=True):
-            seq_ids = np.array([s if s is not None else -1 for s in enc.sequence_ids])
-            undesired = seq_ids != 1
-            for s, e, score in best_spans(out["start_logits"], out["end_logits"], undesired, top_k, max_answer_len):
-                span = (enc.offsets[s][0], enc.offsets[e][1])
-                found[span] = max(score, found.get(span, 0.0))
-        best = sorted(found.items(), key=lambda kv: -kv[1])[:top_k]
-        return [Answer(context[s:e], round(score, 6), s, e) for (s, e), score in best]
+            ids = np.asarray(enc.ids)
+            desired = np.array([[s == 1 for s in enc.sequence_ids]]) | (ids == cls_id)[None]
+            p_start, p_end = span_probabilities(out["start_logits"], out["end_logits"], ~desired)
+            null_score = min(null_score, float(p_start[0, 0] * p_end[0, 0]))
+            p_start[0, 0] = p_end[0, 0] = 0.0
+            for s, e, score in decode_spans(p_start, p_end, desired, pre_top_k, max_answer_len):
+                a, b = _char_span(enc, s, e, align_to_words)
+                text = context[a:b]
+                same = by_text.get(text.lower())
+                if same is not None:
+                    same["score"] += score
+                else:
+                    by_text[text.lower()] = found = {"score": score, "start": a, "end": b, "answer": text}
+                    answers.append(found)
+        return answers, null_score
+
+
+def _whole(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return value
 
 
 def _pairs(args: tuple[Any, ...], question: Any, context: Any) -> tuple[list[tuple[str, str]], bool]:

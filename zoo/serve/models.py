@@ -18,9 +18,9 @@ from zoo.pipelines.base import Pipeline
 from zoo.serve.batcher import Batcher
 from zoo.serve.protocol import InferRequest, Tensor, output_tensor, strings
 
-QA_PARAMS = {"top_k": (1, 100), "doc_stride": (1, 4096), "max_answer_len": (1, 4096), "max_seq_len": (8, 4096),
-             "max_question_len": (1, 4096)}
-CLASSIFY_PARAMS = {"top_k": (1, 1000), "max_length": (2, 4096)}
+QA_PARAMS: dict[str, Any] = {"top_k": (1, 100), "doc_stride": (1, 4096), "max_answer_len": (1, 4096), "max_seq_len": (8, 4096),
+                             "max_question_len": (1, 4096), "handle_impossible_answer": bool, "align_to_words": bool}
+CLASSIFY_PARAMS: dict[str, Any] = {"top_k": (1, 1000), "max_length": (2, 4096), "function_to_apply": ("softmax", "sigmoid", "none")}
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -61,7 +61,7 @@ class ServedModel:
     # -- requests ------------------------------------------------------------------------------------------
 
     def params(self, given: dict[str, Any]) -> dict[str, Any]:
-        """Task parameters from a request, checked: known names, whole numbers in range."""
+        """Task parameters from a request, checked: known names, whole numbers in range, booleans, named choices."""
         allowed = QA_PARAMS if self.task == "question-answering" else CLASSIFY_PARAMS
         chosen: dict[str, Any] = {}
         for key, value in (given or {}).items():
@@ -69,9 +69,15 @@ class ServedModel:
                 continue
             if key not in allowed:
                 raise InputError(f"unknown parameter {key!r} for {self.task}; known: {', '.join(allowed)}")
-            low, high = allowed[key]
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise InputError(f"parameter {key!r} must be a whole number in [{low}, {high}], got {value!r}")
+            kind = allowed[key]
+            if kind is bool:
+                if not isinstance(value, bool):
+                    raise InputError(f"parameter {key!r} must be true or false, got {value!r}")
+            elif isinstance(kind[0], str):
+                if value not in kind:
+                    raise InputError(f"parameter {key!r} must be one of {', '.join(kind)}, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, int) or not kind[0] <= value <= kind[1]:
+                raise InputError(f"parameter {key!r} must be a whole number in [{kind[0]}, {kind[1]}], got {value!r}")
             chosen[key] = value
         return chosen
 
