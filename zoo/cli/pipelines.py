@@ -210,13 +210,31 @@ def eval_cmd(name: str, squad_file: Path, limit: int | None, predictions: Path |
     seconds = time.perf_counter() - start
     scores = {**evaluate(examples, preds), "seconds": round(seconds, 2), "questions_per_s": round(len(examples) / seconds, 2),
               "model": pipe.name, "file": str(squad_file)}
+    scores["published"] = _published(pipe.name)
     if predictions:
         predictions.write_text(json.dumps(preds, indent=1, ensure_ascii=False) + "\n")
     if as_json:
         return emit_json(scores)
     console().print(f"{pipe.name} on {squad_file.name}: exact match {scores['exact_match']:.2f}, F1 {scores['f1']:.2f} "
                     f"over {scores['count']} questions ({scores['questions_per_s']:.1f} questions/s)")
+    published = scores["published"]
+    if published:
+        figures = ", ".join(f"{label} {published[key]:.2f}" for key, label in (("exact_match", "exact match"), ("f1", "F1")) if key in published)
+        console().print(f"published ({published['dataset']}): {figures}; source: {published['source']}", soft_wrap=True)
     return None
+
+
+def _published(name: str) -> dict[str, Any] | None:
+    """The catalog's published SQuAD figures for ``name`` (None for a directory or a model without them)."""
+    from zoo.catalog import resolve
+
+    try:
+        metrics = [m for m in resolve(name).metrics if m.name in ("exact_match", "f1")]
+    except ZooError:
+        return None
+    if not metrics:
+        return None
+    return {**{m.name: m.value for m in metrics}, "dataset": metrics[0].dataset, "source": metrics[0].source}
 
 
 @click.command("demo")
