@@ -36,7 +36,7 @@ def test_export_writes_checked_onnx(cli, repo_factory, tmp_path: Path) -> None: 
     recorded = state.artifacts(str(repo))
     assert [(a["path"], a["sha256"], a["kind"]) for a in recorded] == [(str(out.resolve()), data["sha256"], "onnx-int8")]
     batch = proto.graph.input[0].type.tensor_type.shape.dim
-    assert [d.dim_param for d in batch] == ["batch", "sequence"]
+    assert [d.dim_param for d in batch] == ["batch_size", "sequence_length"]  # Optimum's names
 
 
 def test_corrupt_checkpoint_one_line_error(cli, repo_factory, tmp_path: Path) -> None:  # noqa: ANN001

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from zoo.cli.app import console, emit_json, json_option, settings
+from zoo.errors import InputError
 
 
 def _load(name_or_dir: str):  # noqa: ANN202
@@ -43,29 +46,93 @@ def inspect_cmd(model: str, as_json: bool) -> None:
         sys.stderr.write(f"warning: {w}\n")
 
 
+def _static_shape(value: str | None) -> tuple[int, int] | None:
+    """``BxS`` (``1x128``) as (batch, sequence)."""
+    if value is None:
+        return None
+    batch, _, seq = value.lower().partition("x")
+    if not (batch.isdigit() and seq.isdigit()) or int(batch) < 1 or int(seq) < 1:
+        raise InputError(f"--static wants BATCHxSEQUENCE, like 1x128; got {value!r}")
+    return int(batch), int(seq)
+
+
+def _provenance(source: Any, bert: Any) -> dict[str, str]:
+    """Where the exported weights come from, for the graph's metadata_props: repo, commit, checkpoint sha256,
+    measured sparsity and pattern, quantization, zoo version (install facts from the manifest when installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from zoo.convert.inspect import inspect_model
+    from zoo.convert.repo import weights_file
+    from zoo.fetch.store import Store
+
+    card = source.card
+    manifest = Store(settings().home).manifest(card.name) if card else None
+    checkpoint = weights_file(source.path)
+    recorded = {f.path: f.sha256 for f in manifest.files} if manifest else {}
+    digest = recorded.get(checkpoint.name)
+    if digest is None:
+        h = hashlib.sha256()
+        with checkpoint.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        digest = h.hexdigest()
+    report = inspect_model(bert)
+    try:
+        zoo_version = version("obert-zoo")
+    except PackageNotFoundError:
+        zoo_version = "unknown"
+    meta = {"source_repo": manifest.repo if manifest else card.repo if card else str(source.path),
+            "revision": manifest.revision if manifest else card.revision if card else "local",
+            "commit": (manifest.commit or "") if manifest else "", "checkpoint": checkpoint.name, "checkpoint_sha256": digest,
+            "sparsity": f"{report.sparsity:.2f}", "pattern": report.pattern,
+            "quantization": (card.quantization if card else "qat-int8") if bert.quantized else "none", "zoo_version": zoo_version}
+    if card:
+        meta["zoo_name"] = card.name
+    return meta
+
+
 @click.command("export")
 @click.argument("model")
-@click.option("-o", "--output", type=click.Path(path_type=Path), help="Where to write the ONNX file (default: next to the checkpoint).")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Where to write: the ONNX file (default: next to the checkpoint), or the directory with --format optimum.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "optimum"]), default="onnx", show_default=True,
+              help="optimum: a directory ORTModelFor*.from_pretrained loads (model.onnx, model_quantized.onnx, config, tokenizer).")
+@click.option("--static", metavar="BxS", help="Fixed input shapes (e.g. 1x128) for engines that need them; default dynamic.")
 @click.option("--fp32", is_flag=True, help="For a QAT model, export the float graph instead of the int8 QDQ graph.")
 @json_option
-def export_cmd(model: str, output: Path | None, fp32: bool, as_json: bool) -> None:
-    """Export MODEL to ONNX (opset 17, dynamic batch and sequence), checked by onnx.checker.
+def export_cmd(model: str, output: Path | None, fmt: str, static: str | None, fp32: bool, as_json: bool) -> None:
+    """Export MODEL to ONNX (opset 17, dynamic batch_size and sequence_length), checked by onnx.checker.
 
-    QAT models get an int8 graph with QuantizeLinear/DequantizeLinear at every fake-quant point.
+    QAT models get an int8 graph with QuantizeLinear/DequantizeLinear at every fake-quant point. Every graph
+    carries metadata_props: source repo, revision, commit, checkpoint sha256, sparsity, pattern, quantization,
+    zoo version.
     """
-    from zoo.convert.onnx_export import export
+    from zoo.convert.onnx_export import export, export_optimum
 
     start = time.perf_counter()
+    shape = _static_shape(static)
+    if fmt == "optimum" and output is None:
+        raise InputError("--format optimum needs -o DIR, the directory to write")
     source, bert = _load(model)
+    bert.require_finite()
+    meta = _provenance(source, bert)
+    if fmt == "optimum":
+        files = export_optimum(bert, source.path, output, metadata=meta, static=shape)  # type: ignore[arg-type]
+        result = {"model": source.label, "path": str(output), "format": fmt, "files": files, "metadata": meta,
+                  "outputs": bert.output_names, "seconds": round(time.perf_counter() - start, 2)}
+        if as_json:
+            return emit_json(result)
+        console().print(f"wrote {output}: {', '.join(files)} (outputs {', '.join(bert.output_names)}) in {result['seconds']} s")
+        return None
     quantized = bert.quantized and not fp32
     out = output or source.path / ("model.int8.onnx" if quantized else "model.onnx")
-    digest = export(bert, out, quantized=quantized)
+    digest = export(bert, out, quantized=quantized, metadata=meta, static=shape)
     from zoo import state
 
     state.record_artifact(source.label, "onnx-int8" if quantized else "onnx-fp32", str(out.resolve()), digest, out.stat().st_size,
                           home=settings().home)
-    result = {"model": source.label, "path": str(out), "sha256": digest, "quantized": quantized, "bytes": out.stat().st_size,
-              "outputs": bert.output_names, "seconds": round(time.perf_counter() - start, 2)}
+    result = {"model": source.label, "path": str(out), "format": fmt, "sha256": digest, "quantized": quantized, "bytes": out.stat().st_size,
+              "outputs": bert.output_names, "metadata": meta, "seconds": round(time.perf_counter() - start, 2)}
     if as_json:
         return emit_json(result)
     console().print(f"wrote {out} ({result['bytes'] / 1e6:.1f} MB, {'int8 QDQ' if quantized else 'fp32'}, "

@@ -1,7 +1,9 @@
 """Export a ``BertModel`` to ONNX with the ``onnx`` package: an fp32 graph, and for QAT models an int8
 graph with QuantizeLinear/DequantizeLinear at every fake-quant point (so onnxruntime reproduces the
-fake-quant reference). Inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, dynamic batch
-and sequence); outputs ``start_logits``, ``end_logits`` (QA) or ``logits`` (classification). Opset 17.
+fake-quant reference). Inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64, dynamic axes named
+as Optimum names them, ``batch_size`` and ``sequence_length``, or fixed with ``static``); outputs
+``start_logits``, ``end_logits`` (QA) or ``logits`` (classification). Opset 17. ``metadata`` (provenance:
+source repo, commit, checkpoint sha256, sparsity ...) is written into the graph's ``metadata_props``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from zoo.convert.reference import MASK_VALUE
 from zoo.errors import ExportError
 
 OPSET = 17
+DYNAMIC_AXES = ("batch_size", "sequence_length")  # Optimum's names for the dynamic axes of BERT inputs
 
 
 class _Graph:
@@ -82,8 +85,9 @@ def _embedding_table(g: _Graph, table: np.ndarray, q: QParams | None, hint: str)
     return g.const(table.astype(np.float32), hint)
 
 
-def build_graph(model: BertModel, quantized: bool | None = None):  # noqa: ANN201 - returns onnx.ModelProto
-    """The ONNX model for ``model``; ``quantized`` defaults to True for QAT models."""
+def build_graph(model: BertModel, quantized: bool | None = None, static: tuple[int, int] | None = None):  # noqa: ANN201 - onnx.ModelProto
+    """The ONNX model for ``model``; ``quantized`` defaults to True for QAT models; ``static`` (batch, sequence)
+    fixes the input and output shapes for engines that need them."""
     from onnx import TensorProto, helper
 
     quantized = model.quantized if quantized is None else quantized
@@ -93,6 +97,9 @@ def build_graph(model: BertModel, quantized: bool | None = None):  # noqa: ANN20
     c, e = model.config, model.embeddings
     heads, d = c.heads, c.hidden // c.heads
     ids, mask, types = "input_ids", "attention_mask", "token_type_ids"
+    batch, sequence = static or DYNAMIC_AXES
+    if static is not None and not (1 <= sequence <= c.max_positions and batch >= 1):
+        raise ExportError(f"static shape {batch}x{sequence}: batch must be at least 1 and sequence 1..{c.max_positions}")
 
     seq = g.op("Gather", [g.op("Shape", [ids]), g.const(np.int64(1))], axis=0)  # type: ignore[list-item]
     positions = g.op("Range", [g.const(np.int64(0)), seq, g.const(np.int64(1))])  # type: ignore[list-item]
@@ -139,15 +146,15 @@ def build_graph(model: BertModel, quantized: bool | None = None):  # noqa: ANN20
             axis = g.const(np.array([-1], dtype=np.int64))
             for half, out in zip(halves, names, strict=True):
                 g.nodes.append(helper.make_node("Squeeze", [half, axis], [out], name=g.name("Squeeze")))
-            shapes = [["batch", "sequence"]] * 2
+            shapes = [[batch, sequence]] * 2
         else:
             g.nodes.append(helper.make_node("Identity", [logits], names, name=g.name("Identity")))
-            shapes = [["batch", head_linear.weight.shape[0]]]
+            shapes = [[batch, head_linear.weight.shape[0]]]
     else:
         g.nodes.append(helper.make_node("Identity", [x], names, name=g.name("Identity")))
-        shapes = [["batch", "sequence", c.hidden]]
+        shapes = [[batch, sequence, c.hidden]]
 
-    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in (ids, mask, types)]
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, [batch, sequence]) for n in (ids, mask, types)]
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes, strict=True)]
     graph = helper.make_graph(g.nodes, "obert_int8" if quantized else "obert_fp32", inputs, outputs, initializer=g.inits)
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="obert-zoo")
@@ -155,13 +162,17 @@ def build_graph(model: BertModel, quantized: bool | None = None):  # noqa: ANN20
     return onnx_model
 
 
-def export(model: BertModel, out: Path, quantized: bool | None = None) -> str:
-    """Write the checked ONNX graph to ``out`` atomically; returns its sha256."""
+def export(model: BertModel, out: Path, quantized: bool | None = None, metadata: dict[str, str] | None = None,
+           static: tuple[int, int] | None = None) -> str:
+    """Write the checked ONNX graph to ``out`` atomically, ``metadata`` in its ``metadata_props``; returns its sha256."""
     import os
 
     import onnx
 
-    proto = build_graph(model, quantized)
+    model.require_finite()
+    proto = build_graph(model, quantized, static)
+    if metadata:
+        onnx.helper.set_model_props(proto, {str(k): str(v) for k, v in metadata.items()})
     try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
@@ -177,3 +188,35 @@ def export(model: BertModel, out: Path, quantized: bool | None = None) -> str:
         tmp.unlink(missing_ok=True)
         raise ExportError(f"cannot write {out}: {exc.strerror}") from None
     return hashlib.sha256(data).hexdigest()
+
+
+# What an Optimum model directory holds beside the graphs: the model's config and its tokenizer files.
+OPTIMUM_COPIED = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+OPTIMUM_FILES = {False: "model.onnx", True: "model_quantized.onnx"}  # Optimum's names for the fp32 and quantized graphs
+
+
+def export_optimum(model: BertModel, repo: Path, out_dir: Path, metadata: dict[str, str] | None = None,
+                   static: tuple[int, int] | None = None) -> dict[str, str]:
+    """A directory ``optimum.onnxruntime.ORTModelFor*.from_pretrained`` loads as it is: ``model.onnx`` (fp32),
+    ``model_quantized.onnx`` for a QAT model (int8 QDQ), and ``repo``'s config and tokenizer files.
+
+    Returns each written file's name and sha256."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    if not (Path(repo) / "config.json").is_file():
+        raise ExportError(f"{repo} has no config.json, which an Optimum directory needs")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for quantized in (False, True) if model.quantized else (False,):
+        name = OPTIMUM_FILES[quantized]
+        written[name] = export(model, out_dir / name, quantized=quantized, metadata=metadata, static=static)
+    for name in OPTIMUM_COPIED:
+        source = Path(repo) / name
+        if source.is_file():
+            try:
+                shutil.copyfile(source, out_dir / name)
+            except OSError as exc:
+                raise ExportError(f"cannot write {out_dir / name}: {exc.strerror}") from None
+            written[name] = hashlib.sha256((out_dir / name).read_bytes()).hexdigest()
+    return written
