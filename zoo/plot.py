@@ -101,6 +101,10 @@ def draw(points: list[Point], path: Path, subtitle: str) -> Path:
     for p in points:
         ax.annotate(p.label, (p.latency_ms, p.f1), textcoords="offset points", xytext=(5, 4), fontsize=7)
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: f"{x:g}" if str(round(x))[0] in "25" else ""))
     ax.set_xlabel("latency, ms (p50, measured on this machine; log scale)")
     ax.set_ylabel("SQuAD v1.1 dev F1 (published)")
     ax.set_title(f"Accuracy vs latency\n{subtitle}", fontsize=10)
