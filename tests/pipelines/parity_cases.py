@@ -7,8 +7,9 @@ question-answering pipeline, so the reference is transformers 4.x (4.57 when rec
 recorded in ``data/parity_transformers.json`` and checked by every test run, and compared live where a
 transformers with both pipelines is importable. Re-record (after changing a case or zoo.synth) with::
 
-    python -m venv /tmp/hf4 && /tmp/hf4/bin/pip install torch==2.13.0 'transformers>=4.40,<5'
-    PYTHONPATH=. /tmp/hf4/bin/python tests/pipelines/parity_cases.py tests/pipelines/data/parity_transformers.json
+    python -m venv /tmp/hf4 && /tmp/hf4/bin/pip install -e '.[parity,test]'
+    /tmp/hf4/bin/python tests/pipelines/parity_cases.py         # rewrites data/parity_transformers.json
+    /tmp/hf4/bin/python -m pytest tests/pipelines/test_parity.py tests/convert/test_export_optimum.py   # live too
 """
 
 from __future__ import annotations
