@@ -68,7 +68,7 @@ def search_cmd(words: tuple[str, ...], wide: bool, as_json: bool) -> None:
     """Find entries whose name, alias, description or tags contain every one of WORDS (`zoo search block4 qat`)."""
     from zoo.catalog import search
 
-    _print_cards(search(" ".join(words)), as_json, wide)
+    _print_cards(search(" ".join(words), settings=settings()), as_json, wide)
 
 
 @click.command()
