@@ -77,12 +77,14 @@ class _Graph:
         return self.op("Mul", [self.op("Mul", [x, self.op("Add", [erf, self.const(np.float32(1.0))])]), self.const(np.float32(0.5))])  # type: ignore
 
 
-def _embedding_table(g: _Graph, table: np.ndarray, q: QParams | None, hint: str) -> str:
+def _embedding(g: _Graph, table: np.ndarray, q: QParams | None, indices: str, hint: str) -> str:
+    """The rows of ``table`` at ``indices``. An int8 table is gathered as int8 and only the gathered rows are
+    dequantized, which per-tensor parameters make identical to dequantizing the table first: onnxruntime would
+    otherwise dequantize the whole table on every run, and DeepSparse cannot gather from a dequantized table."""
     if g.quantized and q is not None:
-        ints = q.quantize(table).astype(np.int8)
-        return g.op("DequantizeLinear", [g.const(ints, hint + "_int8"), g.const(np.float32(q.scale), "scale"),
-                                         g.const(q.zero_point, "zp", np.int8)])  # type: ignore[return-value]
-    return g.const(table.astype(np.float32), hint)
+        rows = g.op("Gather", [g.const(q.quantize(table).astype(np.int8), hint + "_int8"), indices], axis=0)
+        return g.op("DequantizeLinear", [rows, g.const(np.float32(q.scale), "scale"), g.const(q.zero_point, "zp", np.int8)])  # type: ignore
+    return g.op("Gather", [g.const(table.astype(np.float32), hint), indices], axis=0)  # type: ignore[return-value]
 
 
 def build_graph(model: BertModel, quantized: bool | None = None, static: tuple[int, int] | None = None):  # noqa: ANN201 - onnx.ModelProto
@@ -104,9 +106,9 @@ def build_graph(model: BertModel, quantized: bool | None = None, static: tuple[i
     seq = g.op("Gather", [g.op("Shape", [ids]), g.const(np.int64(1))], axis=0)  # type: ignore[list-item]
     positions = g.op("Range", [g.const(np.int64(0)), seq, g.const(np.int64(1))])  # type: ignore[list-item]
     parts = {
-        "word": g.op("Gather", [_embedding_table(g, e.word, e.table_q.get("word"), "word_embeddings"), ids], axis=0),
-        "position": g.op("Gather", [_embedding_table(g, e.position, e.table_q.get("position"), "position_embeddings"), positions], axis=0),
-        "token_type": g.op("Gather", [_embedding_table(g, e.token_type, e.table_q.get("token_type"), "token_type_embeddings"), types], axis=0),
+        "word": _embedding(g, e.word, e.table_q.get("word"), ids, "word_embeddings"),
+        "position": _embedding(g, e.position, e.table_q.get("position"), positions, "position_embeddings"),  # type: ignore[arg-type]
+        "token_type": _embedding(g, e.token_type, e.table_q.get("token_type"), types, "token_type_embeddings"),
     }
     parts = {k: g.qdq(v, e.output_q.get(k)) for k, v in parts.items()}  # type: ignore[arg-type]
     x = g.layer_norm(g.op("Add", [g.op("Add", [parts["word"], parts["position"]]), parts["token_type"]]), e.ln)  # type: ignore[list-item]
