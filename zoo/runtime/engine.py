@@ -25,15 +25,36 @@ from zoo.runtime.pack import PackedLinear, Workspace, WorkspacePool, pack_linear
 
 def model_inputs(model: BertModel, input_ids: np.ndarray, attention_mask: np.ndarray | None,
                  token_type_ids: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """int64 [batch, seq] ids, mask and token types (defaults: all attended, segment 0), length-checked."""
-    ids = np.asarray(input_ids, dtype=np.int64)
-    if ids.ndim == 1:
-        ids = ids[None]
-    mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64).reshape(ids.shape)
-    types = np.zeros_like(ids) if token_type_ids is None else np.asarray(token_type_ids, dtype=np.int64).reshape(ids.shape)
+    """int64 [batch, seq] ids, mask and token types (defaults: all attended, segment 0), checked against the model:
+    shapes, length, and ids inside the vocabulary (the C gather does no bounds checks). ``InputError`` otherwise."""
+    try:
+        ids = _integers(input_ids, "input_ids")
+        if ids.ndim == 1:
+            ids = ids[None]
+        mask = np.ones_like(ids) if attention_mask is None else _integers(attention_mask, "attention_mask").reshape(ids.shape)
+        types = np.zeros_like(ids) if token_type_ids is None else _integers(token_type_ids, "token_type_ids").reshape(ids.shape)
+    except ValueError as exc:  # a reshape of another shape
+        raise InputError(f"model inputs must share one [batch, sequence] shape: {exc}") from None
+    if ids.ndim != 2 or 0 in ids.shape:
+        raise InputError(f"input_ids must be a non-empty [batch, sequence] array, got shape {list(ids.shape)}")
     if ids.shape[1] > model.config.max_positions:
         raise InputError(f"sequence length {ids.shape[1]} exceeds the model's {model.config.max_positions} positions")
+    cfg = model.config
+    for name, v, limit in (("token ids", ids, cfg.vocab_size), ("token type ids", types, cfg.type_vocab_size)):
+        if v.min() < 0 or v.max() >= limit:
+            raise InputError(f"{name} must lie in [0, {limit}); got values in [{v.min()}, {v.max()}]",
+                             "the tokenizer and the model's config disagree on the vocabulary")
     return ids, mask, types
+
+
+def _integers(value: object, name: str) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iub":
+        raise InputError(f"{name} must hold integers, got {arr.dtype}")
+    try:
+        return arr.astype(np.int64, casting="safe" if arr.dtype.kind != "u" or arr.dtype.itemsize < 8 else "unsafe")
+    except TypeError:
+        raise InputError(f"{name} does not fit int64") from None
 
 
 @dataclass(frozen=True)
@@ -123,11 +144,7 @@ class Engine:
 
     def _embed(self, ids: np.ndarray, types: np.ndarray, ws: Workspace) -> np.ndarray:
         t = self.tables
-        (batch, seq), hidden = ids.shape, t["word"].shape[1]
-        for name, v, limit in (("token ids", ids, t["word"].shape[0]), ("token type ids", types, t["token_type"].shape[0])):
-            if v.size and (v.min() < 0 or v.max() >= limit):  # the C gather does no bounds checks
-                raise InputError(f"{name} must lie in [0, {limit}); got values in [{v.min()}, {v.max()}]",
-                                 "the tokenizer and the model's config disagree on the vocabulary")
+        (batch, seq), hidden = ids.shape, t["word"].shape[1]  # ids and types were bounds-checked by model_inputs
         x = ws.get("embeddings", (hidden, batch * seq))
         K.embed(*self._table_ptrs, ids.ctypes.data, types.ctypes.data, batch, seq, hidden, ws.ptr(x), self.threads)
         return layer_norm_ft(x, None, self._embed_norm, self.threads, ws)
