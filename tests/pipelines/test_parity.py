@@ -73,8 +73,6 @@ def test_answers_snap_to_words_and_add_up_like_transformers(zoo_answers):
     assert all((r["start"] == 0 or not context[r["start"] - 1].isalnum()) and (r["end"] == len(context) or not context[r["end"]].isalnum())
                for r in words)
     assert any(context[r["start"] - 1].isalnum() or context[r["end"]].isalnum() for r in pieces)
-    impossible = _rows(zoo_answers["question_answering"][3])
-    assert "" in [r["answer"] for r in impossible] or len(impossible) == 2
 
 
 def _live_transformers() -> None:

@@ -17,7 +17,6 @@ def test_qa_route_takes_align_to_words_and_handle_impossible_answer(qa_server: S
     assert r.status_code == 200, r.text
     expected = zoo.load(str(qa_repo), engine="sparse", validate=False, threads=1)(question="Who won?", context=CONTEXT, **params)
     assert [(a["answer"], a["start"], a["end"]) for a in r.json()] == [(a["answer"], a["start"], a["end"]) for a in expected]
-    assert "" in [a["answer"] for a in expected] or len(expected) == 4
     bad = qa_server.post(f"/models/{qa_repo.name}", json={"inputs": {"question": "q", "context": CONTEXT},
                                                          "parameters": {"align_to_words": 1}})
     assert bad.status_code == 400 and "true or false" in bad.text
