@@ -57,6 +57,7 @@ QA_CASES: list[dict[str, Any]] = [
     {"question": "How many times did they meet in 1917?", "context": LONG, "max_seq_len": 96, "doc_stride": 30,
      "handle_impossible_answer": True},
     {"question": "What item was voted on?", "context": LONG, "align_to_words": False, "max_answer_len": 3, "top_k": 2},
+    {"question": "Was it raining?", "context": "It rained.", "handle_impossible_answer": True, "top_k": 10},  # "" among them
 ]
 
 PREMISE = "The new rights are nice enough; everyone seems to like them — even Zoë, who's hard to please."

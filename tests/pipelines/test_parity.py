@@ -73,6 +73,8 @@ def test_answers_snap_to_words_and_add_up_like_transformers(zoo_answers):
     assert all((r["start"] == 0 or not context[r["start"] - 1].isalnum()) and (r["end"] == len(context) or not context[r["end"]].isalnum())
                for r in words)
     assert any(context[r["start"] - 1].isalnum() or context[r["end"]].isalnum() for r in pieces)
+    impossible = _rows(zoo_answers["question_answering"][-1])
+    assert [(r["start"], r["end"]) for r in impossible if r["answer"] == ""] == [(0, 0)]
 
 
 def _live_transformers() -> None:
