@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from zoo.cli.app import THREADS, settings
-from zoo.errors import ZooError
+from zoo.errors import InputError, ZooError
 
 
 def _token(token_file: Path | None) -> str | None:
@@ -44,9 +44,14 @@ def _token(token_file: Path | None) -> str | None:
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Require 'Authorization: Bearer <token>' (token in this file; env ZOO_SERVE_TOKEN) on all but health and metrics.")
 @click.option("--json-logs", is_flag=True, help="Access log as JSON lines on stderr.")
+@click.option("--ray", "on_ray", is_flag=True,
+              help="Serve replicas on Ray Serve (the cluster in $RAY_ADDRESS, else a local one); --threads CPUs each [default: 1].")
+@click.option("--replicas", type=click.IntRange(min=1), default=None, help="With --ray: this many replicas  [default: 1]")
+@click.option("--autoscale", metavar="MIN:MAX", default=None, help="With --ray: autoscale between MIN and MAX replicas.")
 def serve_cmd(models: tuple[str, ...], config_file: Path | None, host: str | None, port: int | None, threads: int | None,
               max_batch: int, max_wait_ms: float, max_queue: int | None, timeout_s: float | None, max_body_mb: float | None,
-              engine: str, offline: bool | None, token_file: Path | None, json_logs: bool) -> None:
+              engine: str, offline: bool | None, token_file: Path | None, json_logs: bool, on_ray: bool, replicas: int | None,
+              autoscale: str | None) -> None:
     """Serve MODELS (catalog names or directories) over HTTP until Ctrl-C or SIGTERM.
 
     \b
@@ -61,6 +66,7 @@ def serve_cmd(models: tuple[str, ...], config_file: Path | None, host: str | Non
       zoo serve obert-3l-80-quant --port 8000
       curl -s localhost:8000/models/obert-3l-80-quant -d '{"inputs": {"question": "Who?", "context": "Ann did."}}'
       zoo serve --config serve.toml --token-file ~/.zoo-token
+      RAY_ADDRESS=head:6379 zoo serve --ray --replicas 4 --threads 2 obert-3l-80-quant
     """
     from zoo.serve import ModelSpec, ServeOptions, read_config, serve
 
@@ -73,7 +79,18 @@ def serve_cmd(models: tuple[str, ...], config_file: Path | None, host: str | Non
         timeout_s=timeout_s or float(server_keys.get("timeout", 60.0)),
         max_body_bytes=int((max_body_mb or float(server_keys.get("max_body_mb", 8))) * 1e6),
         token=_token(token_file), json_logs=json_logs, models=tuple(specs))
-    serve(options, settings(offline=offline, threads=threads), lambda text: click.echo(text, err=True))
+    say = lambda text: click.echo(text, err=True)  # noqa: E731
+    if on_ray:
+        from zoo.integrations import ray_module
+
+        ray_module()
+        from zoo.integrations.ray_serve import Scale, serve_on_ray
+
+        return serve_on_ray(options, settings(offline=offline, threads=threads), Scale.parse(replicas, autoscale), say)
+    if replicas is not None or autoscale is not None:
+        raise InputError("--replicas and --autoscale need --ray")
+    serve(options, settings(offline=offline, threads=threads), say)
+    return None
 
 
 COMMANDS = [serve_cmd]
