@@ -1,4 +1,5 @@
-"""The int8 QDQ export gathers embedding rows as int8 and dequantizes only those rows, never the whole table."""
+"""The int8 QDQ export gathers embedding rows as integers (the table stored quantized by its last fake-quant point)
+and dequantizes only those rows, never the whole table."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_embedding_tables_are_gathered_as_int8(repo_factory, tmp_path: Path, asy
     gathers = [n for n in graph.node if n.op_type == "Gather"]
     assert not [n.name for n in gathers if made_by.get(n.input[0]) and made_by[n.input[0]].op_type == "DequantizeLinear"]
     tables = [inits[n.input[0]] for n in gathers if n.input[0] in inits]
-    assert len(tables) == 3 and all(t.data_type == onnx.TensorProto.INT8 for t in tables)
+    assert len(tables) == 3 and all(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8) for t in tables)
     users = {n.input[0]: n for n in graph.node if n.input}
     gathered = [users[n.output[0]].op_type for n in gathers if n.input[0] in inits]
     assert gathered == ["DequantizeLinear"] * 3

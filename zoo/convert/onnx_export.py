@@ -77,14 +77,19 @@ class _Graph:
         return self.op("Mul", [self.op("Mul", [x, self.op("Add", [erf, self.const(np.float32(1.0))])]), self.const(np.float32(0.5))])  # type: ignore
 
 
-def _embedding(g: _Graph, table: np.ndarray, q: QParams | None, indices: str, hint: str) -> str:
-    """The rows of ``table`` at ``indices``. An int8 table is gathered as int8 and only the gathered rows are
-    dequantized, which per-tensor parameters make identical to dequantizing the table first: onnxruntime would
-    otherwise dequantize the whole table on every run, and DeepSparse cannot gather from a dequantized table."""
-    if g.quantized and q is not None:
-        rows = g.op("Gather", [g.const(q.quantize(table).astype(np.int8), hint + "_int8"), indices], axis=0)
-        return g.op("DequantizeLinear", [rows, g.const(np.float32(q.scale), "scale"), g.const(q.zero_point, "zp", np.int8)])  # type: ignore
-    return g.op("Gather", [g.const(table.astype(np.float32), hint), indices], axis=0)  # type: ignore[return-value]
+def _embedding(g: _Graph, table: np.ndarray, table_q: QParams | None, output_q: QParams | None, indices: str, hint: str) -> str:
+    """The rows of ``table`` (already dequantized by ``table_q``) at ``indices``, fake-quantized by ``output_q``.
+
+    In an int8 graph the table is stored already quantized by the last of the two points (per-tensor and
+    elementwise, so quantizing before the gather equals quantizing after it), gathered as integers, and only the
+    gathered rows are dequantized: onnxruntime would otherwise dequantize the whole table on every run,
+    DeepSparse cannot gather from a dequantized table, and OpenVINO rejects dequantize-quantize chains there."""
+    q = (output_q or table_q) if g.quantized else None
+    if q is None:
+        return g.op("Gather", [g.const(table.astype(np.float32), hint), indices], axis=0)  # type: ignore[return-value]
+    dtype = np.uint8 if q.qmin >= 0 else np.int8
+    rows = g.op("Gather", [g.const(q.quantize(table.astype(np.float32)).astype(dtype), hint + "_int8"), indices], axis=0)
+    return g.op("DequantizeLinear", [rows, g.const(np.float32(q.scale), "scale"), g.const(q.zero_point, "zp", dtype)])  # type: ignore
 
 
 def build_graph(model: BertModel, quantized: bool | None = None, static: tuple[int, int] | None = None):  # noqa: ANN201 - onnx.ModelProto
@@ -105,12 +110,9 @@ def build_graph(model: BertModel, quantized: bool | None = None, static: tuple[i
 
     seq = g.op("Gather", [g.op("Shape", [ids]), g.const(np.int64(1))], axis=0)  # type: ignore[list-item]
     positions = g.op("Range", [g.const(np.int64(0)), seq, g.const(np.int64(1))])  # type: ignore[list-item]
-    parts = {
-        "word": _embedding(g, e.word, e.table_q.get("word"), ids, "word_embeddings"),
-        "position": _embedding(g, e.position, e.table_q.get("position"), positions, "position_embeddings"),  # type: ignore[arg-type]
-        "token_type": _embedding(g, e.token_type, e.table_q.get("token_type"), types, "token_type_embeddings"),
-    }
-    parts = {k: g.qdq(v, e.output_q.get(k)) for k, v in parts.items()}  # type: ignore[arg-type]
+    rows = {"word": (e.word, ids, "word_embeddings"), "position": (e.position, positions, "position_embeddings"),
+            "token_type": (e.token_type, types, "token_type_embeddings")}
+    parts = {k: _embedding(g, table, e.table_q.get(k), e.output_q.get(k), at, hint) for k, (table, at, hint) in rows.items()}  # type: ignore
     x = g.layer_norm(g.op("Add", [g.op("Add", [parts["word"], parts["position"]]), parts["token_type"]]), e.ln)  # type: ignore[list-item]
 
     mask_f = g.op("Cast", [mask], to=TensorProto.FLOAT)
