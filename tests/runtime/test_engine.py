@@ -103,7 +103,7 @@ def test_packing_round_trips(pattern: str) -> None:
     rng = np.random.default_rng(1)
     w = prune(rng.standard_normal((48, 64)).astype(np.float32), 85, pattern)
     b = rng.standard_normal(48).astype(np.float32)
-    for kind in ("csr", "block4") if pattern == "block4" else ("csr",):
+    for kind in ("csr", "block4", "csr-rg8", "block4-rg8") if pattern == "block4" else ("csr", "csr-rg8"):
         p = pack("w", w, b, threads=1, kinds=(kind,))
         assert p.kind == kind and np.array_equal(unpack(p), w)
         assert p.nnz >= np.count_nonzero(w)
@@ -287,3 +287,53 @@ def test_chunked_csr_accumulates_chunks_and_applies_gelu_once(gelu: bool) -> Non
         expected = w @ x + b[:, None]
         expected = ref_gelu(expected) if gelu else expected
         assert np.abs(p(x, Workspace(), gelu=gelu) - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("kind", ["csr-rg8", "block4-rg8"])
+def test_row_group_packing_matches_numpy_and_is_thread_count_exact(kind: str) -> None:
+    """37 rows (the last group of 8 is part padding), row lengths that differ, token counts around the 16-token
+    tile: the product is the reference's within 1e-4 and bit for bit the same on 1 and 2 threads."""
+    from zoo.convert.reference import gelu as ref_gelu
+    from zoo.runtime.pack import Workspace
+
+    rng = np.random.default_rng(8)
+    w = prune(rng.standard_normal((37, 120)).astype(np.float32), 85, "block4" if kind.startswith("block4") else "unstructured")
+    w[5] = 0.0  # an empty row
+    b = rng.standard_normal(37).astype(np.float32)
+    one, two = (pack("w", w, b, threads=n, kinds=(kind,)) for n in (1, 2))
+    assert one.kind == kind and np.array_equal(unpack(one), w)
+    for tokens in (1, 15, 16, 17, 133, 600):
+        x = rng.standard_normal((120, tokens)).astype(np.float32)
+        for gelu in (False, True):
+            expected = w.astype(np.float64) @ x + b[:, None]
+            expected = ref_gelu(expected) if gelu else expected
+            a, c = one(x, Workspace(), gelu=gelu).copy(), two(x, Workspace(), gelu=gelu)
+            assert np.abs(a - expected).max() < 1e-4 and np.array_equal(a, c), (tokens, gelu)
+
+
+def test_long_inputs_take_the_row_group_packing() -> None:
+    """A Linear whose 128-token winner is not a row-group packing keeps the fastest row-group one for long inputs,
+    and both give the reference's product."""
+    from zoo.runtime.pack import LONG_TOKENS, ROW_GROUP, Workspace
+
+    rng = np.random.default_rng(9)
+    w = prune(rng.standard_normal((64, 96)).astype(np.float32), 90, "unstructured")
+    b = rng.standard_normal(64).astype(np.float32)
+    p = pack("w", w, b, threads=2, kinds=("csr", "csr-rg8"))
+    assert p.kind in ROW_GROUP or (p.long is not None and p.long.kind == "csr-rg8")
+    for tokens in (LONG_TOKENS - 1, LONG_TOKENS + 3):
+        x = rng.standard_normal((96, tokens)).astype(np.float32)
+        assert np.abs(p(x, Workspace()) - (w.astype(np.float64) @ x + b[:, None])).max() < 1e-4
+
+
+@pytest.mark.parametrize(("batch", "seq"), [(1, 1024), (8, 128)])
+def test_long_inputs_match_reference(tmp_path: Path, batch: int, seq: int) -> None:
+    """1024 tokens in one call (a 4 KiB token stride) through every packing the engine may pick: the reference's
+    answer within 1e-4."""
+    spec = SynthSpec(layers=1, vocab_size=600, max_positions=1024, sparsity=90, pattern="unstructured", **SHAPES["h64"])
+    model = load_model(write_repo(tmp_path, spec))
+    inputs = feed(600, batch, seq)
+    engine = compile(model, threads=2, backend="sparse")
+    expected = forward(model, **inputs)
+    for name, got in engine(**inputs).items():
+        assert np.abs(got - expected[name]).max() < 1e-4, name

@@ -69,6 +69,16 @@ def outputs() -> dict[str, np.ndarray]:
                 K.spmm_f32(code, a["indptr"].ctypes.data, a["cols"].ctypes.data, a["vals"].ctypes.data, c["bias"].ctypes.data,
                            c[f"x/{t}"].ctypes.data, y.ctypes.data, ROWS, IN, t, 2, flags)
                 out[f"spmm/{kind}/{t}/{flags}"] = y
+    for kind, nw in (("csr-rg8", 1), ("block4-rg8", 4)):
+        a = _packed(kind, c[f"w/{kind.split('-')[0]}"], c["bias"])
+        for t in TOKENS:
+            xp = np.full(-(-t // 16) * 16 * IN, np.nan, np.float32)  # scratch: every value read must be written first
+            for flags in FLAGS:
+                y = c[f"y0/{t}"].copy()
+                K.spmm_rg(nw, a["gptr"].ctypes.data, a["rows"].ctypes.data, a["cols"].ctypes.data, a["vals"].ctypes.data,
+                          c["bias"].ctypes.data, c[f"x/{t}"].ctypes.data, y.ctypes.data, a["gptr"].size - 1, IN, t, xp.ctypes.data,
+                          2, flags)
+                out[f"spmm/{kind}/{t}/{flags}"] = y
     wq, xq = QParams(0.02, 0, -128, 127), QParams(0.04, 7, 0, 255)
     lin = Linear("l", c["w8"].astype(np.float32) * 0.02, c["bias"], wq, c["w8"], xq)
     a = _int8("l", c["w8"], wq, xq, lin.bias, 2).arrays
@@ -124,10 +134,11 @@ def _close(got: np.ndarray, expected: np.ndarray, tol: float) -> bool:
     return bool(np.isfinite(got).all() and np.abs(got - expected).max() <= tol * max(1.0, float(np.abs(expected).max())))
 
 
-@pytest.mark.parametrize("kind", ["csr", "block4"])
+@pytest.mark.parametrize("kind", ["csr", "block4", "csr-rg8", "block4-rg8"])
 def test_sparse_linear_bias_gelu_and_accumulate(body: dict, inputs: dict, kind: str) -> None:
-    """``Y = W X + b`` (ACCUMULATE: ``Y += W X``, no bias), GELU applied once to the result."""
-    w = inputs[f"w/{kind}"].astype(np.float64)
+    """``Y = W X + b`` (ACCUMULATE: ``Y += W X``, no bias), GELU applied once to the result; the row-group packings
+    (24 rows: three groups of 8 with padded entries) over token counts that leave partial tiles."""
+    w = inputs[f"w/{kind.split('-')[0]}"].astype(np.float64)
     for t in TOKENS:
         product = w @ inputs[f"x/{t}"].astype(np.float64)
         for flags in FLAGS:

@@ -28,6 +28,9 @@
 #endif
 
 #define TILE 128  /* tokens per register tile: 8 zmm of fp32 / int32 */
+#define RG 8      /* rows per row group in the row-group packings (8 accumulators in flight) */
+#define RG_TT 16  /* widest packed token tile of the row-group kernels (AVX-512: 16, AVX2 and portable: 8) */
+#define RG_BLOCK 8  /* row groups per OpenMP work item: their weights stay in L2 while the token tiles pass */
 
 static int has_avx512 = 0, has_avx2 = 0, has_vnni = 0;
 
@@ -143,6 +146,51 @@ static inline __m512 gelu16(__m512 v) {
 /* the epilogue of every Linear kernel: optional GELU */
 __attribute__((target("avx512f")))
 static inline __m512 act16(__m512 v, int act) { return (act & GELU) ? gelu16(v) : v; }
+#endif
+
+/* The row-group packings (kinds "csr-rg8" and "block4-rg8"): output rows sorted by non-zero count and taken RG at a
+ * time; entry e of a group holds one column index (nw = 1) or one block of 4 (nw = 4) per row, interleaved
+ * cols[e * RG + i], vals[(e * RG + i) * nw + j], rows shorter than the group's longest padded with zero weights.
+ * The activations are first copied into token tiles Xp [tile][in][tt] so that one tile (in x tt floats) stays in L1
+ * while a group's rows stream their weights past it: each loaded activation vector costs one index and one weight
+ * instead of a 256-byte row streamed from L2. Both vector bodies use 16-token tiles and the same packing and summation
+ * order per row: AVX-512 keeps the 8 rows in 8 zmm accumulators, AVX2 (rg_f32_group_avx2) runs two passes of 4 rows x
+ * 2 ymm (16 registers would not leave one for the weight). Keep the two mechanically parallel; the AVX-512 one is
+ * compiled everywhere but was only run on CPUs that have it (tests/runtime/test_kernels.py). */
+#if ZOO_X86
+__attribute__((target("avx512f")))
+static inline __attribute__((always_inline)) void rg_f32_group_avx512(const int nw, const float *vals, const int32_t *cols,
+                                                                      int64_t a, int64_t b, const float *Xt, float *const *y,
+                                                                      const float *bias, int64_t n, int act) {
+    const __mmask16 m = tail_mask(n);
+    __m512 c[RG];
+#pragma GCC unroll 8
+    for (int i = 0; i < RG; i++)
+        c[i] = !y[i] ? _mm512_setzero_ps() : (act & ACCUMULATE) ? _mm512_maskz_loadu_ps(m, y[i]) : _mm512_set1_ps(bias[i]);
+    for (int64_t e = a; e < b; e++) {
+        const int32_t *ce = cols + e * RG;
+        const float *ve = vals + e * RG * nw;
+#pragma GCC unroll 8
+        for (int i = 0; i < RG; i++)
+            for (int j = 0; j < nw; j++)
+                c[i] = _mm512_fmadd_ps(_mm512_set1_ps(ve[i * nw + j]), _mm512_loadu_ps(Xt + ((int64_t)ce[i] + j) * 16), c[i]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < RG; i++)
+        if (y[i]) _mm512_mask_storeu_ps(y[i], m, act16(c[i], act));
+}
+
+__attribute__((target("avx512f")))
+static void rg_csr_group_avx512(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *Xt, float *const *y,
+                                const float *bias, int64_t n, int act) {
+    rg_f32_group_avx512(1, vals, cols, a, b, Xt, y, bias, n, act);
+}
+
+__attribute__((target("avx512f")))
+static void rg_b4_group_avx512(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *Xt, float *const *y,
+                               const float *bias, int64_t n, int act) {
+    rg_f32_group_avx512(4, vals, cols, a, b, Xt, y, bias, n, act);
+}
 #endif
 
 #include "_kernels_avx2.h"
@@ -317,6 +365,23 @@ static void b4_f32_row_generic(const float *vals, const int32_t *cols, int64_t a
             for (int64_t t = 0; t < T; t++) y[t] += w * x[t];
         }
     if (act & GELU) for (int64_t t = 0; t < T; t++) y[t] = gelu1(y[t]);
+}
+
+/* one row group over one packed tile of `tt` tokens (portable; same packing and order as the vector bodies) */
+static void rg_f32_group_generic(int nw, const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *Xt, int64_t tt,
+                                 float *const *y, const float *bias, int64_t n, int act) {
+    for (int i = 0; i < RG; i++) {
+        if (!y[i]) continue;
+        float acc[RG_TT];
+        for (int64_t t = 0; t < n; t++) acc[t] = (act & ACCUMULATE) ? y[i][t] : bias[i];
+        for (int64_t e = a; e < b; e++)
+            for (int j = 0; j < nw; j++) {
+                const float w = vals[(e * RG + i) * nw + j];
+                const float *x = Xt + ((int64_t)cols[e * RG + i] + j) * tt;
+                for (int64_t t = 0; t < n; t++) acc[t] += w * x[t];
+            }
+        for (int64_t t = 0; t < n; t++) y[i][t] = (act & GELU) ? gelu1(acc[t]) : acc[t];
+    }
 }
 
 static void b4_i8_row_generic(const int32_t *wpk, const int32_t *groups, int64_t a, int64_t b, const uint8_t *X8, int64_t ldx,
@@ -532,6 +597,72 @@ static PyObject *py_spmm_f32(PyObject *self, PyObject *args) {
 #endif
             if (kind == 0) csr_f32_row_generic(vp, cp, ip[r], ip[r + 1], Xt + done, T, tw - done, yr + done, bv, act);
             else b4_f32_row_generic(vp, cp, ip[r], ip[r + 1], Xt + done, T, tw - done, yr + done, bv, act);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* spmm_rg(nw, gptr, rows, cols, vals, bias, X, Y, groups, in_features, T, Xp, threads[, act]): the row-group
+ * packings (nw 1 = CSR, 4 = block-4; see rg_f32_group_avx512). Xp is scratch of in_features x T rounded up to RG_TT
+ * floats. One parallel region: the token tiles are packed, then each thread takes RG_BLOCK groups at a time and
+ * passes every token tile over them; each output row is computed by one thread in a fixed order. */
+static PyObject *py_spmm_rg(PyObject *self, PyObject *args) {
+    int nw, threads, act = 0;
+    Py_ssize_t gptr, rows, cols, vals, bias, X, Y, ngroups, in_f, T, Xp;
+    if (!PyArg_ParseTuple(args, "innnnnnnnnnni|i", &nw, &gptr, &rows, &cols, &vals, &bias, &X, &Y, &ngroups, &in_f, &T, &Xp,
+                          &threads, &act))
+        return NULL;
+    const int64_t *gp = PTR(const int64_t *, gptr);
+    const int32_t *rp = PTR(const int32_t *, rows), *cp = PTR(const int32_t *, cols);
+    const float *vp = PTR(const float *, vals), *bp = PTR(const float *, bias), *xp = PTR(const float *, X);
+    float *yp = PTR(float *, Y), *xt = PTR(float *, Xp);
+#if ZOO_X86
+    const int64_t tt = has_avx512 || has_avx2 ? 16 : 8;
+#else
+    const int64_t tt = 8;
+#endif
+    const int64_t ntiles = (T + tt - 1) / tt, nblocks = (ngroups + RG_BLOCK - 1) / RG_BLOCK;
+    Py_BEGIN_ALLOW_THREADS
+    set_threads(threads);
+#pragma omp parallel
+    {
+#pragma omp for schedule(static)
+        for (Py_ssize_t f = 0; f < in_f; f++)
+            for (int64_t k = 0; k < ntiles; k++) {
+                const int64_t n = T - k * tt < tt ? T - k * tt : tt;
+                float *dst = xt + (k * in_f + f) * tt;
+                memcpy(dst, xp + f * T + k * tt, (size_t)n * sizeof(float));
+                for (int64_t t = n; t < tt; t++) dst[t] = 0.0f;
+            }
+#pragma omp for schedule(dynamic, 1)
+        for (Py_ssize_t blk = 0; blk < nblocks; blk++) {
+            const int64_t g1 = (blk + 1) * RG_BLOCK < ngroups ? (blk + 1) * RG_BLOCK : ngroups;
+            for (int64_t k = 0; k < ntiles; k++) {
+                const int64_t t0 = k * tt, n = T - t0 < tt ? T - t0 : tt;
+                const float *Xt = xt + k * in_f * tt;
+                for (int64_t g = blk * RG_BLOCK; g < g1; g++) {
+                    float *y[RG], bv[RG];
+                    for (int i = 0; i < RG; i++) {
+                        const int32_t r = rp[g * RG + i];
+                        y[i] = r < 0 ? NULL : yp + (int64_t)r * T + t0;
+                        bv[i] = r < 0 ? 0.0f : bp[r];
+                    }
+#if ZOO_X86
+                    if (has_avx512) {
+                        if (nw == 1) rg_csr_group_avx512(vp, cp, gp[g], gp[g + 1], Xt, y, bv, n, act);
+                        else rg_b4_group_avx512(vp, cp, gp[g], gp[g + 1], Xt, y, bv, n, act);
+                        continue;
+                    }
+                    if (has_avx2) {
+                        if (nw == 1) rg_csr_group_avx2(vp, cp, gp[g], gp[g + 1], Xt, y, bv, n, act);
+                        else rg_b4_group_avx2(vp, cp, gp[g], gp[g + 1], Xt, y, bv, n, act);
+                        continue;
+                    }
+#endif
+                    rg_f32_group_generic(nw, vp, cp, gp[g], gp[g + 1], Xt, tt, y, bv, n, act);
+                }
+            }
         }
     }
     Py_END_ALLOW_THREADS
@@ -762,6 +893,7 @@ static PyObject *py_features(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"spmm_f32", py_spmm_f32, METH_VARARGS, "fp32 CSR / block-4 CSR sparse x dense product"},
+    {"spmm_rg", py_spmm_rg, METH_VARARGS, "fp32 row-group CSR / block-4 product over L1 token tiles"},
     {"spmm_i8", py_spmm_i8, METH_VARARGS, "int8 block-4 x uint8 product (VNNI or AVX2 when present)"},
     {"attention", py_attention, METH_VARARGS, "multi-head attention over features x tokens activations"},
     {"gelu", py_gelu, METH_VARARGS, "in-place exact-erf GELU"},

@@ -86,6 +86,56 @@ AVX2 static void b4_f32_row_avx2(const float *vals, const int32_t *cols, int64_t
     f32_row_avx2(4, vals, cols, a, b, X, ldx, T, y, bias, act);
 }
 
+/* One row group (RG rows, see py_spmm_rg) over one packed 16-token tile Xt [in][16] that sits in L1/L2, in two
+ * passes of RG/2 rows: each step loads one column index and one weight per row and feeds two token vectors, so every
+ * weight broadcast serves 16 tokens and 8 accumulators stay in flight. Rows are stored through `y[i]` (NULL for
+ * padding rows); `n` valid tokens (a partial tile loads and stores through a buffer). */
+AVX2 static inline __attribute__((always_inline)) void rg_f32_group_avx2(const int nw, const float *vals, const int32_t *cols,
+                                                                          int64_t a, int64_t b, const float *Xt, float *const *y,
+                                                                          const float *bias, int64_t n, int act) {
+    for (int h = 0; h < RG; h += RG / 2) {
+        __m256 c[RG / 2][2];
+#pragma GCC unroll 4
+        for (int i = 0; i < RG / 2; i++) {
+            float *yi = y[h + i];
+            if (!yi) c[i][0] = c[i][1] = _mm256_setzero_ps();
+            else if (!(act & ACCUMULATE)) c[i][0] = c[i][1] = _mm256_broadcast_ss(bias + h + i);
+            else if (n == 16) { c[i][0] = _mm256_loadu_ps(yi); c[i][1] = _mm256_loadu_ps(yi + 8); }
+            else { float tmp[16] = {0}; memcpy(tmp, yi, (size_t)n * sizeof(float)); c[i][0] = _mm256_loadu_ps(tmp); c[i][1] = _mm256_loadu_ps(tmp + 8); }
+        }
+        for (int64_t e = a; e < b; e++) {
+            const int32_t *ce = cols + e * RG + h;
+            const float *ve = vals + (e * RG + h) * nw;
+#pragma GCC unroll 4
+            for (int i = 0; i < RG / 2; i++)
+                for (int j = 0; j < nw; j++) {
+                    const __m256 w = _mm256_broadcast_ss(ve + i * nw + j);
+                    const float *x = Xt + ((int64_t)ce[i] + j) * 16;
+                    c[i][0] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x), c[i][0]);
+                    c[i][1] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x + 8), c[i][1]);
+                }
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < RG / 2; i++) {
+            float *yi = y[h + i];
+            if (!yi) continue;
+            const __m256 v0 = act8(c[i][0], act), v1 = act8(c[i][1], act);
+            if (n == 16) { _mm256_storeu_ps(yi, v0); _mm256_storeu_ps(yi + 8, v1); }
+            else { float tmp[16]; _mm256_storeu_ps(tmp, v0); _mm256_storeu_ps(tmp + 8, v1); memcpy(yi, tmp, (size_t)n * sizeof(float)); }
+        }
+    }
+}
+
+AVX2 static void rg_csr_group_avx2(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *Xt, float *const *y,
+                                   const float *bias, int64_t n, int act) {
+    rg_f32_group_avx2(1, vals, cols, a, b, Xt, y, bias, n, act);
+}
+
+AVX2 static void rg_b4_group_avx2(const float *vals, const int32_t *cols, int64_t a, int64_t b, const float *Xt, float *const *y,
+                                  const float *bias, int64_t n, int act) {
+    rg_f32_group_avx2(4, vals, cols, a, b, Xt, y, bias, n, act);
+}
+
 /* Y[r][0:N] = sum_k A(r, k) B[k][0:N] for N a multiple of 16: 6 rows x 16 columns per step (12 accumulators, 2 loads
  * and 6 broadcasts feed 12 FMAs); rows past R repeat the last row and are not stored */
 AVX2 static void gemm_rows_avx2(const float *A, int64_t ars, int64_t aks, const float *B, int64_t ldb, float *Y, int64_t ldy,
