@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -218,6 +217,8 @@ class Scorer:
 
         self.pipe = pipeline(prepare(model, settings, engine=engine, on_status=on_status, on_verdict=on_verdict))
         self.top_k = top_k
+        import socket
+
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def score(self, shard: Shard) -> Scored:

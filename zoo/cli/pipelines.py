@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,49 +31,6 @@ def _load(name: str, engine: str, threads: int | None) -> Any:
                 on_status=_status)
 
 
-EXAMPLE = '{"question": ..., "context": ...} or {"text": ..., "text_pair": ...}'
-
-
-def read_records(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of JSON Lines, read lazily (answers stream as lines arrive);
-    a line that is not UTF-8, not JSON or not an object is an ``InputError`` naming it."""
-    for n, raw in enumerate(lines, 1):
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"input line {n} is not UTF-8 text") from None
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            raise InputError(f"input line {n} is not JSON", f"one object per line: {EXAMPLE}") from None
-        if not isinstance(rec, dict):
-            raise InputError(f"input line {n} is a JSON {type(rec).__name__}, not an object", f"one object per line: {EXAMPLE}")
-        yield n, rec
-
-
-def plan(pipe: Any, rec: dict[str, Any], top_k: int, where: str) -> Any:
-    """The pipeline ``Job`` answering one input record (``where`` names it in errors: "input line 3")."""
-    if pipe.task == "question-answering":
-        if "question" not in rec or "context" not in rec:
-            raise InputError(f"{where}: {pipe.name} answers questions: each input needs 'question' and 'context'")
-        fields = {"question": rec["question"], "context": rec["context"]}
-    else:
-        if "text" not in rec:
-            raise InputError(f"{where}: {pipe.name} classifies text: each input needs 'text' (and optionally 'text_pair')")
-        fields = {"text": rec["text"], "text_pair": rec.get("text_pair")}
-    wrong = [k for k, v in fields.items() if not isinstance(v, str) and not (k == "text_pair" and v is None)]
-    if wrong:
-        raise InputError(f"{where}: '{wrong[0]}' must be a string, got {type(fields[wrong[0]]).__name__}")
-    try:
-        if pipe.task == "question-answering":
-            return pipe.plan_answer(fields["question"], fields["context"], top_k=top_k)
-        return pipe.plan_classify(fields["text"], fields["text_pair"], top_k=top_k)
-    except InputError as exc:
-        raise InputError(f"{where}: {exc.message}", exc.hint) from None
-
-
 def answer(pipe: Any, job: Any, say: Callable[[str], None] = lambda text: None) -> Any:
     """Run one job as ``run_jobs`` would (same batches, same result); a long input says how many windows it has
     and shows a bar on a terminal."""
@@ -93,7 +50,7 @@ def answer(pipe: Any, job: Any, say: Callable[[str], None] = lambda text: None) 
 
 
 @contextmanager
-def _bar(total: int) -> Iterator[Callable[[int], None]]:
+def _bar(total: int, label: str = "windows") -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr when it is a terminal; otherwise nothing."""
     if not sys.stderr.isatty():
         yield lambda n: None
@@ -101,9 +58,9 @@ def _bar(total: int) -> Iterator[Callable[[int], None]]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("windows"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True,
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True,
                   console=Console(stderr=True)) as bar:
-        task = bar.add_task("windows", total=total)
+        task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
 
 
@@ -111,6 +68,8 @@ def answer_lines(pipe: Any, records: Iterable[tuple[int, dict[str, Any]]], top_k
                  write: Callable[[dict[str, Any]], None], say: Callable[[str], None] = lambda text: None) -> int:
     """Answer each (line number, record) and ``write`` ``{"line": N, "id": <the record's, if any>, "result": R}`` as
     soon as it is answered; R is what the pipeline (and ``zoo serve``'s task route) returns for that input. The count."""
+    from zoo.batch import plan
+
     count = 0
     for n, rec in records:
         result = answer(pipe, plan(pipe, rec, top_k, f"input line {n}"), say)
@@ -140,8 +99,15 @@ def _context(path: Path) -> str:
 @ENGINE
 @THREADS
 @json_option
+@click.option("--input", "input_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Score a JSON Lines (.jsonl) or Parquet (.parquet) file of inputs into --output, in order, resumably.")
+@click.option("--output", "output_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --input: the JSON Lines answers file (appended to: a stopped run goes on where it stopped).")
+@click.option("--ray", "ray_address", metavar="ADDRESS", help="With --input: score on Ray Data actors at ADDRESS ('auto', 'local', host:port).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="With --input: inputs per shard.")
 def run_cmd(name: str, question: str | None, context: str | None, context_file: Path | None, text: str | None,
-            text_pair: str | None, top_k: int, engine: str, threads: int | None, as_json: bool) -> None:
+            text_pair: str | None, top_k: int, engine: str, threads: int | None, as_json: bool, input_file: Path | None,
+            output_file: Path | None, ray_address: str | None, batch_size: int) -> None:
     """Answer a question or classify text with NAME (a catalog model, installed on first use, or a directory).
 
     \b
@@ -150,7 +116,13 @@ def run_cmd(name: str, question: str | None, context: str | None, context_file: 
       {"text": "...", "text_pair": "..."}           classification (text_pair optional)
     an "id" field is echoed back. With --json, one line per input as it is answered:
       {"line": N, "id": ..., "result": R}   R: {"answer"/"label", "score", ...}, a list of them with --top-k > 1
+    \b
+    Files: --input big.jsonl|big.parquet --output out.jsonl [--ray ADDRESS] [--batch-size N] writes those lines
+    in input order; run it again after a stop and it goes on after the last complete line.
     """
+    if input_file or output_file or ray_address:
+        return _score_file(name, input_file, output_file, ray_address, batch_size, top_k, engine, threads,
+                           bool(question or context or context_file or text or as_json))
     if context_file:
         context = _context(context_file)
     if question or context:
@@ -158,6 +130,8 @@ def run_cmd(name: str, question: str | None, context: str | None, context_file: 
     elif text:
         records = [(1, {"text": text, "text_pair": text_pair})]
     elif not sys.stdin.isatty():
+        from zoo.batch import EXAMPLE, read_records
+
         records = read_records(sys.stdin.buffer)
         first = next(records, None)
         if first is None:
@@ -175,6 +149,49 @@ def run_cmd(name: str, question: str | None, context: str | None, context_file: 
 
     console().print(answers_table(pipe.task, results))
     return None
+
+
+def _score_file(name: str, input_file: Path | None, output_file: Path | None, ray_address: str | None, batch_size: int,
+                top_k: int, engine: str, threads: int | None, other_inputs: bool) -> None:
+    """``zoo run --input ... --output ...``: ``zoo.batch`` in this process, or on Ray Data actors with ``--ray``."""
+    if input_file is None or output_file is None:
+        raise InputError("--input and --output go together", "e.g. zoo run NAME --input questions.jsonl --output answers.jsonl")
+    if other_inputs:
+        raise InputError("--input reads every input from the file; drop --question/--context/--text/--json")
+    from zoo.batch import Scoring, run
+
+    scoring = Scoring(name, input_file, output_file, batch_size=batch_size, top_k=top_k, engine=engine)
+    conf = settings(threads=threads)
+    score = None
+    if ray_address:
+        from zoo.integrations import ray_module
+
+        ray_module()
+        from zoo.integrations.ray_data import scorer
+
+        score = scorer(ray_address, scoring, conf, say=_status)
+    with _progress("inputs") as progress:
+        result = run(scoring, conf, say=_status, progress=progress, score=score)
+    _status(result.line())
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """``progress(done, total)``: a bar on a terminal, else a status line at each tenth of the way."""
+    with ExitStack() as stack:
+        state: dict[str, Any] = {}
+
+        def progress(done: int, total: int) -> None:
+            if "advance" not in state:
+                state.update(advance=stack.enter_context(_bar(total, label)), done=0, tenth=done * 10 // max(total, 1))
+            state["advance"](done - state["done"])
+            state["done"] = done
+            tenth = done * 10 // max(total, 1)
+            if not sys.stderr.isatty() and tenth > state["tenth"] and done < total:
+                _status(f"{label}: {done} of {total}")
+            state["tenth"] = tenth
+
+        yield progress
 
 
 @click.command("eval")

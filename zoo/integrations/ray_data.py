@@ -9,7 +9,7 @@ order (``preserve_order``), so the output is the one a single process writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from zoo.batch import Scored, Scorer, Scoring, Shard
@@ -31,11 +31,15 @@ class ShardScorer:
                 "count": [len(r.lines) for r in results], "error": [r.error for r in results], "worker": [r.worker for r in results]}
 
 
-def scorer(address: str | None, scoring: Scoring, settings: Settings, actors: int | None = None) -> Any:
+def scorer(address: str | None, scoring: Scoring, settings: Settings, actors: int | None = None,
+           say: Callable[[str], None] = lambda text: None) -> Any:
     """A ``zoo.batch.run`` ``score`` function that maps shards through actors on the Ray cluster at ``address``;
     ``actors`` defaults to the cluster's CPUs divided by the threads each one uses."""
 
     def score(parts: list[Shard]) -> Iterator[Scored]:
+        from zoo.prepare import locate
+
+        locate(scoring.model, settings, on_status=say)  # resolved and fetched once, here: a wrong name is one line before Ray
         ray = connect(address)
         from ray import data
 
@@ -44,6 +48,7 @@ def scorer(address: str | None, scoring: Scoring, settings: Settings, actors: in
         if cpus < threads:
             raise ZooError(f"the Ray cluster has {cpus} CPUs, fewer than the {threads} threads one actor needs", "lower --threads")
         size = max(1, min(actors or cpus // threads, len(parts)))
+        say(f"scoring on Ray Data: {size} actor{'s' if size != 1 else ''}, {threads} CPU{'s' if threads != 1 else ''} each")
         context = data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False

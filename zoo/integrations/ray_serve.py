@@ -13,6 +13,7 @@ application builder: ``serve run zoo.integrations.ray_serve:app model=obert-3l-8
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -114,16 +115,17 @@ def serve_on_ray(options: ServeOptions, settings: Settings, scale: Scale, say: C
         raise ZooError("name at least one model to serve", "e.g. `zoo serve --ray obert-3l-80-quant`, or --config FILE")
     from zoo.prepare import locate
 
-    for spec in options.models:  # names resolved and files fetched once, here, so mistakes are one line before Ray starts
-        locate(spec.model, settings, on_status=say)
+    # names resolved and files fetched once, here, so mistakes are one line before Ray starts
+    located = [locate(spec.model, settings, on_status=say).name for spec in options.models]
     port = options.port
     if port == 0:
         sock = bind(options.host, 0)
         port = sock.getsockname()[1]
         sock.close()
     ray = connect(None)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     serve.start(http_options={"host": options.host, "port": port})
-    say(f"deploying {', '.join(m.model for m in options.models)} on Ray Serve: {scale.describe()}, "
+    say(f"deploying {', '.join(located)} on Ray Serve: {scale.describe()}, "
         f"{settings.threads or 1} CPU{'s' if (settings.threads or 1) != 1 else ''} each")
     try:
         serve.run(application(options, settings, scale), name=APP_NAME, route_prefix="/", blocking=False)
@@ -133,7 +135,7 @@ def serve_on_ray(options: ServeOptions, settings: Settings, scale: Scale, say: C
                        "see the replica logs under Ray's session directory (/tmp/ray/session_latest/logs)") from None
     host = options.host
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    names = ", ".join(m.model + (f" (also {', '.join(m.aliases)})" if m.aliases else "") for m in options.models)
+    names = ", ".join(n + (f" (also {', '.join(m.aliases)})" if m.aliases else "") for n, m in zip(located, options.models, strict=True))
     sys.stdout.write(f"zoo serve: ready at {url}: {names} (Ray Serve, {scale.describe()})\n")
     sys.stdout.flush()
     _wait_for_signal()
