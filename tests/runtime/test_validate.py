@@ -61,3 +61,20 @@ def test_uncatalogued_directories_get_the_default_rule(tiny: Path) -> None:
     verdict = validate(str(tiny), model, slow, threads=1, runs=3, expected=expectation(None, model))
     assert verdict.expected_speedup == SPARSE_EXPECTED
     assert verdict.warning is not None and "default for sparse encoders" in verdict.warning
+
+
+def test_onnxruntime_is_timed_in_a_child_process(tiny: Path) -> None:
+    """Its thread pool never shares our process: the verdict names the child that timed it."""
+    import os
+
+    model = load_model(tiny)
+    verdict = validate(str(tiny), model, compile(model, threads=1, backend="sparse"), threads=1, runs=3)
+    assert verdict.ort_timed_in.startswith("child process "), verdict.ort_timed_in
+    assert int(verdict.ort_timed_in.split()[-1]) != os.getpid() and verdict.ort_fp32_p50_ms > 0
+    assert verdict.to_dict()["ort_timed_in"] == verdict.ort_timed_in  # recorded with the verdict in the state DB
+
+
+def test_onnxruntime_engines_are_timed_in_their_own_process(tiny: Path) -> None:
+    model = load_model(tiny)
+    verdict = validate(str(tiny), model, compile(model, threads=1, backend="onnxruntime"), threads=1, runs=3)
+    assert verdict.ort_timed_in == "same process" and verdict.engine == "onnxruntime"

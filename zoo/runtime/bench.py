@@ -117,3 +117,53 @@ def bench_model(model: BertModel, engines: tuple[str, ...] = ENGINES, batch: int
         results.append(BenchResult(name, batch, seq, threads, runs, round(p50, 3), round(p90, 3), round(batch * 1000 / p50, 1),
                                    round(base / p50, 2) if base else None))
     return results
+
+
+def ort_p50_in_child(path: Path, threads: int, runs: int, vocab: int, seq: int, seed: int, timeout: float = 600) -> tuple[float, int]:
+    """onnxruntime fp32's p50 on ``path`` timed in a child process (``python -m zoo.runtime.bench``), and the
+    child's pid: its thread pool never shares a process with ours (in one process they disturb each other by
+    3-21%). Raises ``RuntimeError`` with the child's last line when it fails."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "zoo.runtime.bench", str(path), "--threads", str(threads), "--runs", str(runs), "--vocab", str(vocab),
+           "--seq", str(seq), "--seed", str(seed)]
+    import os
+
+    package_root = str(Path(__file__).resolve().parents[2])  # the child imports this zoo, installed or not
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"onnxruntime timing child ran past {timeout:.0f} s") from None
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise RuntimeError(f"onnxruntime timing child failed: {tail}")
+    result = json.loads(lines[-1])
+    return float(result["p50_ms"]), int(result["pid"])
+
+
+def main() -> None:
+    """Time onnxruntime on one ONNX file with validation's inputs and print ``{"p50_ms": ..., "pid": ...}``."""
+    import argparse
+    import json
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m zoo.runtime.bench", description=main.__doc__)
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--vocab", type=int, required=True)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    session = _ort_session(args.model, args.threads)
+    feed = sample_inputs(args.vocab, 1, args.seq, args.seed, pairs=True)
+    p50 = statistics.median(time_runs(lambda: session.run(None, feed), args.runs))
+    print(json.dumps({"p50_ms": p50, "pid": os.getpid()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
