@@ -31,10 +31,10 @@ CHUNK_BYTES = 512 << 10
 # _kernels.c). RG and the widest token tile must match the kernel's RG and RG_TT.
 RG, RG_TT = 8, 16
 ROW_GROUP = {"csr-rg8": "csr", "block4-rg8": "block4"}
-# From this many tokens on (batches, long sequences) a Linear runs its row-group packing even where another won the
-# 128-token measurement: the CSR kernels stream activation rows whose stride reaches 4 KiB at 1024 tokens (cache-set
-# aliasing), the row-group kernel reads packed token tiles (measured on Zen 3, 2 threads, 1024 tokens: 1.2-2x faster
-# on every BERT shape at 90% unstructured, while 128 tokens still favour CSR there).
+# From this many tokens on (batches, long sequences) a Linear runs its row-group packing where that one, measured on
+# 2 x LONG_TOKENS tokens, beats the 128-token winner: the CSR kernels stream activation rows whose stride reaches
+# 4 KiB at 1024 tokens (cache-set aliasing: 6x the L2 misses in cachegrind), the row-group kernel reads packed token
+# tiles (Zen 3, 2 threads, 1024 tokens: 1.2-2x faster on BERT shapes at 90% unstructured; CSR wins at 128 there).
 LONG_TOKENS = 512
 
 
@@ -290,7 +290,10 @@ def pack(name: str, weight: np.ndarray, bias: np.ndarray, threads: int,
     best = min(candidates, key=lambda c: timings[c.kind])
     best.timings = timings
     if best.kind not in ROW_GROUP and (row_groups := [c for c in candidates if c.kind in ROW_GROUP]):
-        best.long = min(row_groups, key=lambda c: timings[c.kind])
+        rg = min(row_groups, key=lambda c: timings[c.kind])
+        x_long = np.random.default_rng(0).standard_normal((in_f, 2 * LONG_TOKENS), dtype=np.float32)
+        if _time(lambda: rg(x_long, ws), reps=1) < _time(lambda: best(x_long, ws), reps=1):
+            best.long = rg
     return best
 
 
