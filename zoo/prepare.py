@@ -131,12 +131,15 @@ def _uninstall(name: str, settings: Settings) -> None:
 
 
 def expectation(card: ModelCard | None, model: BertModel) -> tuple[float, str]:
-    """The speedup over onnxruntime fp32 this variant should reach, and where that figure comes from."""
-    if card is not None and card.expected_speedup:
-        return card.expected_speedup, f"catalog: {card.speedup_source}"
-    from zoo.runtime.validate import default_expectation
+    """The speedup over onnxruntime fp32 this variant should reach on this CPU's family, and where that figure comes from."""
+    from zoo.runtime.validate import cpu_family, default_expectation
 
-    return default_expectation(model)
+    family = cpu_family()
+    found = card.expected_speedup(family) if card is not None else None
+    if found:
+        return found[0], f"catalog, {family} CPUs: {found[1]}"
+    figure, why = default_expectation(model)
+    return figure, why + (f" (the catalog has no figure for {family} CPUs)" if card is not None and card.speedups else "")
 
 
 def first_load(name: str, settings: Settings) -> bool:

@@ -120,4 +120,4 @@ def test_runtime_expectation_needs_its_source(stub_dir: Path) -> None:
     assert any(line.startswith("speedup_source = ") for line in lines), "fixture drift: no [runtime] source"
     path.write_text("".join(line for line in lines if not line.startswith("speedup_source = ")))
     err = reject(stub_dir)
-    assert (err.file, err.field) == ("obert-12l-90.toml", "runtime.speedup_source")
+    assert (err.file, err.field) == ("obert-12l-90.toml", "runtime.amx.speedup_source")

@@ -13,7 +13,7 @@ PRIVATE_NOTES = ("obert-facts.md", "sparseml-qat.md", "perf-baseline.md", "DESIG
 
 def _sources(card) -> list[str]:  # noqa: ANN001
     found = [m.source for m in card.metrics] + [f.size_source for f in card.files if f.size_source]
-    found += [s for s in (card.params_source, card.speedup_source, card.recipe.source if card.recipe else None) if s]
+    found += [s for s in (card.params_source, card.recipe.source if card.recipe else None) if s] + [s for _, s in card.speedups.values()]
     return found
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from zoo.catalog.fields import (
     ALIAS_KINDS,
+    CPU_FAMILIES,
     METRICS,
     NAME_RE,
     PATTERNS,
@@ -98,9 +99,27 @@ class ModelCard:
     files: tuple[FileSpec, ...] = ()
     metrics: tuple[MetricValue, ...] = ()
     recipe: RecipeInfo | None = None
-    # sparse runtime vs onnxruntime fp32, batch 1, sequence 128 (install-time check); both or neither
-    expected_speedup: float | None = column("runtime.expected_speedup", required=True, check=in_range(0.01, 1000), card_default=None)
-    speedup_source: str | None = column("runtime.speedup_source", required=True, card_default=None)
+    # sparse runtime vs onnxruntime fp32, batch 1, sequence 128 (install-time check), per CPU family
+    # ([runtime.amx], [runtime.avx512-vnni], [runtime.avx2] in a stub); in each, figure and source: both or neither
+    expected_speedup_amx: float | None = column("runtime.amx.expected_speedup", required=True, check=in_range(0.01, 1000), card_default=None)
+    speedup_source_amx: str | None = column("runtime.amx.speedup_source", required=True, card_default=None)
+    expected_speedup_avx512_vnni: float | None = column("runtime.avx512-vnni.expected_speedup", required=True, check=in_range(0.01, 1000),
+                                                        card_default=None)
+    speedup_source_avx512_vnni: str | None = column("runtime.avx512-vnni.speedup_source", required=True, card_default=None)
+    expected_speedup_avx2: float | None = column("runtime.avx2.expected_speedup", required=True, check=in_range(0.01, 1000), card_default=None)
+    speedup_source_avx2: str | None = column("runtime.avx2.speedup_source", required=True, card_default=None)
+
+    def expected_speedup(self, family: str) -> tuple[float, str] | None:
+        """The catalog's speedup over onnxruntime fp32 for CPUs of ``family`` (one of ``CPU_FAMILIES``) and its
+        source, or None where it has no figure for that family."""
+        key = family.replace("-", "_")
+        figure = getattr(self, f"expected_speedup_{key}", None) if family in CPU_FAMILIES else None
+        return (figure, getattr(self, f"speedup_source_{key}")) if figure else None
+
+    @property
+    def speedups(self) -> dict[str, tuple[float, str]]:
+        """Every CPU family the catalog has a figure for: (speedup, source)."""
+        return {f: e for f in CPU_FAMILIES if (e := self.expected_speedup(f))}
 
     @property
     def quantized(self) -> bool:

@@ -3,10 +3,11 @@ batch 1 / sequence 128 against onnxruntime fp32 on the same weights, timed in a 
 their thread pools disturb each other by 3-21%).
 
 The verdict is one line (``obert-3l-80-quant  3.9 ms p50  3.8x onnxruntime-fp32  outputs match``);
-``zoo.prepare`` records it in the state DB. The expected speedup is the catalog's figure for the variant (``[runtime]`` in its
-stub, measured by bench/engines.py, with its source); without one, a sparse model is expected to beat
-onnxruntime fp32 (the product's promise) and a dense one to stay within 10% of it. Below the expectation,
-the warning names the likely cause.
+``zoo.prepare`` records it in the state DB. The expected speedup is the catalog's figure for the variant on this
+CPU's family (``[runtime.amx]``, ``[runtime.avx512-vnni]`` or ``[runtime.avx2]`` in its stub, measured by
+bench/engines.py, with its source); without one, a sparse model is expected to beat onnxruntime fp32 (the
+product's promise) and a dense one to stay within 10% of it. Below the expectation, the warning names the
+likely cause.
 """
 
 from __future__ import annotations
@@ -65,6 +66,25 @@ def cpu_summary() -> str:
     from zoo.runtime import _kernels
 
     return ",".join(k for k, v in _kernels.features().items() if v) or "portable"
+
+
+def cpu_family(flags: set[str] | None = None) -> str:
+    """Which of the catalog's CPU families this CPU belongs to: "amx" (AMX-INT8), "avx512-vnni", "avx2", else
+    "portable". From /proc/cpuinfo's flags (``flags`` for tests), else from the kernels this build runs."""
+    if flags is None:
+        cpuinfo = Path("/proc/cpuinfo")
+        text = cpuinfo.read_text() if cpuinfo.exists() else ""
+        flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+        if not flags:
+            from zoo.runtime import _kernels
+
+            kernels = {k for k, v in _kernels.features().items() if v}
+            flags = {"avx2"} & kernels | ({"avx512_vnni"} if {"avx512", "vnni"} <= kernels else set()) | (
+                {"amx_int8"} if "amx" in kernels else set())
+    for family, flag in (("amx", "amx_int8"), ("avx512-vnni", "avx512_vnni"), ("avx2", "avx2")):
+        if flag in flags:
+            return family
+    return "portable"
 
 
 def _cause(threads: int, model: BertModel) -> str:
