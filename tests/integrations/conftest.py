@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,3 +81,14 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
             except subprocess.TimeoutExpired:
                 os.killpg(node.pid, signal.SIGKILL)
                 node.wait()
+        _forget(address)
+
+
+def _forget(address: str) -> None:
+    """Remove Ray's note of the latest cluster when it names ours: a later ``ray.init()`` would wait on a dead one."""
+    note = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    try:
+        if note.read_text().strip().rsplit(":", 1)[-1] == address.rsplit(":", 1)[-1]:
+            note.unlink()
+    except OSError:
+        pass

@@ -27,17 +27,19 @@ def ray_module() -> Any:
 
 
 def connect(address: str | None) -> Any:
-    """Join the Ray cluster at ``address`` ("auto": the one this machine belongs to; None or "local": RAY_ADDRESS
-    when set, else a new one in this process); a cluster that cannot be reached is a one-line error."""
+    """Join the Ray cluster at ``address`` ("auto": the one this machine belongs to, as Ray finds it; host:port or
+    ray://...: that one; None: the one in ``RAY_ADDRESS`` when set, else a new one in this process, as "local" does);
+    a cluster that cannot be reached is a one-line error."""
     ray = ray_module()
     if ray.is_initialized():
         return ray
-    target = None if address is None or address in LOCAL else address
-    local = {"include_dashboard": False} if target is None and not os.environ.get("RAY_ADDRESS") else {}
+    if address is None:
+        address = os.environ.get("RAY_ADDRESS") or "local"  # Ray's own variable; never a stale /tmp/ray/ray_current_cluster
+    local = {"include_dashboard": False} if address in LOCAL else {}
     try:
-        ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False, **local)
+        ray.init(address=address or "local", logging_level=logging.ERROR, log_to_driver=False, **local)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ZooError(f"cannot join the Ray cluster at {target or 'RAY_ADDRESS'}: {str(exc).splitlines()[0][:300]}",
+        raise ZooError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0][:300]}",
                        "start one with `ray start --head`, or pass --ray local to run one in this process") from None
     return ray
 

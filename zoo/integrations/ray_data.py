@@ -9,6 +9,7 @@ order (``preserve_order``), so the output is the one a single process writes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -49,6 +50,7 @@ def scorer(address: str | None, scoring: Scoring, settings: Settings, actors: in
             raise ZooError(f"the Ray cluster has {cpus} CPUs, fewer than the {threads} threads one actor needs", "lower --threads")
         size = max(1, min(actors or cpus // threads, len(parts)))
         say(f"scoring on Ray Data: {size} actor{'s' if size != 1 else ''}, {threads} CPU{'s' if threads != 1 else ''} each")
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own progress and summary say what its INFO lines say
         context = data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
