@@ -29,7 +29,13 @@ class RayCluster:
     temp_dir: Path
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {**os.environ, "RAY_ADDRESS": self.address, "RAY_USAGE_STATS_ENABLED": "0", **extra}
+        return {**_ray_env(), "RAY_ADDRESS": self.address, **extra}
+
+
+def _ray_env() -> dict[str, str]:
+    """No usage reports, and no token authentication (Ray turns it on once any local Ray has left ~/.ray/auth_token)."""
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}  # nodes stop at once on SIGTERM (no 30 s drain)
 
 
 def _free_port() -> int:
@@ -40,8 +46,7 @@ def _free_port() -> int:
 
 def _node(*args: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen([RAY, "start", "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats", *args],
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True, env=_ray_env())
 
 
 def _wait_for_cpus(address: str, cpus: int, timeout: float) -> str:
@@ -52,7 +57,7 @@ def _wait_for_cpus(address: str, cpus: int, timeout: float) -> str:
             f"while ray.cluster_resources().get('CPU', 0) < {cpus} and time.monotonic() < deadline:\n"
             "    time.sleep(0.2)\n"
             f"sys.exit(0 if ray.cluster_resources().get('CPU', 0) >= {cpus} else 1)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout + 60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout + 60, env=_ray_env())
     return "" if proc.returncode == 0 else proc.stderr[-3000:] or "timed out"
 
 
@@ -64,7 +69,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     nodes = [_node("--head", "--port", str(port), "--include-dashboard", "false", log=logs / "head.log")]
     try:
         deadline = time.monotonic() + 120
-        while subprocess.run([RAY, "health-check", "--address", address], capture_output=True).returncode != 0:
+        while subprocess.run([RAY, "health-check", "--address", address], capture_output=True, env=_ray_env()).returncode != 0:
             assert nodes[0].poll() is None and time.monotonic() < deadline, (logs / "head.log").read_text()[-3000:]
             time.sleep(0.5)
         nodes.append(_node("--address", address, log=logs / "worker.log"))
@@ -72,10 +77,9 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
         assert not problem, f"{problem}\n{(logs / 'worker.log').read_text()[-3000:]}"
         yield RayCluster(address, nodes, logs)
     finally:
-        for node in reversed(nodes):
+        for node in reversed(nodes):  # the worker first, then the head
             if node.poll() is None:
                 node.send_signal(signal.SIGTERM)
-        for node in reversed(nodes):
             try:
                 node.wait(timeout=60)
             except subprocess.TimeoutExpired:

@@ -141,7 +141,7 @@ def serve_on_ray(options: ServeOptions, settings: Settings, scale: Scale, say: C
     _wait_for_signal()
     say("zoo serve: stopping (replicas answer what they hold)")
     serve.delete(APP_NAME)
-    if not serve.status().applications:  # Serve holds nothing else: take its controller and proxy down too
+    if not set(serve.status().applications) - {APP_NAME}:  # Serve holds nothing else: take its controller and proxy down too
         serve.shutdown()
     ray.shutdown()
     say("zoo serve: stopped")
