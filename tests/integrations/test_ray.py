@@ -105,3 +105,16 @@ def test_ray_serve_application_builder_checks_its_arguments(qa_repo: Path) -> No
             app(args)
     with pytest.raises(InputError, match="not both"):
         Scale.parse(2, "1:3")
+
+
+def test_run_on_ray_fails_in_one_line_when_the_actors_cannot_load_the_model(ray_cluster: RayCluster, cli, tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "questions.jsonl", qa_inputs(3))
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    out = tmp_path / "answers.jsonl"
+    run = cli("run", str(empty), "--input", str(source), "--output", str(out), "--ray", ray_cluster.address, "--threads", "1",
+              env=ray_cluster.env())
+    assert run.code == 1
+    last = run.err.strip().splitlines()[-1]
+    assert last.startswith("error: batch scoring failed on Ray: ") and "no config.json" in last and "run the same command again" in last
+    assert not out.exists() or out.read_bytes() == b""
