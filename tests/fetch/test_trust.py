@@ -23,7 +23,10 @@ def _files(res) -> dict[str, dict]:  # noqa: ANN001
 
 
 def _one_line(res, *needles: str) -> None:  # noqa: ANN001
-    assert res.code == 1 and res.err.count("\n") == 1 and res.err.startswith("error: "), res.err
+    """Exit 1 with one error line, last; only status lines (retries, lock waits) may come before it."""
+    lines = res.err.splitlines()
+    assert res.code == 1 and lines and lines[-1].startswith("error: "), res.err
+    assert all(line.startswith(("retry ", "waiting for ")) for line in lines[:-1]), res.err
     assert "Traceback" not in res.err
     for needle in needles:
         assert needle in res.err, res.err

@@ -311,10 +311,10 @@ def _from_sources(store: Store, key: str, sources: list[Source], card: ModelCard
             except RemoteNotFoundError as exc:
                 if not spec.required:
                     raise _Skip() from None
-                errors.append(exc.one_line())
+                errors.append(exc.message)
                 break
             except FetchError as exc:
-                errors.append(exc.one_line())
+                errors.append(exc.message)  # the hint comes once, from the error raised below
                 break
             finally:
                 rep.finish(advance)
@@ -331,7 +331,7 @@ def _from_sources(store: Store, key: str, sources: list[Source], card: ModelCard
                 continue
             return got.hash, seen, src.label, "resume" if had else "download", fetched[0]
         if bad is not None:
-            errors.append(bad.one_line())
+            errors.append(bad.message)
     if bad is not None:
         raise bad
     raise FetchError(f"could not fetch {label}: {'; '.join(errors) or 'no source available'}",
