@@ -269,6 +269,8 @@ def resume_point(scoring: Scoring, kind: str) -> int:
     """How many records ``scoring.output`` already holds for this input (0 when it does not exist); a partial
     last line (a run cut mid-write) is cut off; lines that do not match the input's start are an ``InputError``."""
     out = scoring.output
+    if not out.parent.is_dir():
+        raise InputError(f"--output {out}: no directory {out.parent}")
     if not out.exists():
         return 0
     if out.resolve() == scoring.input.resolve():

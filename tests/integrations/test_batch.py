@@ -144,6 +144,7 @@ def test_file_mistakes_are_one_line(cli, qa_repo: Path, qa_file: Path, tmp_path:
         (["--input", str(tmp_path / "none.jsonl"), "--output", str(tmp_path / "o.jsonl")], "no such file"),
         (["--input", str(qa_file), "--output", str(qa_file)], "is the input file"),
         (["--input", str(qa_file), "--output", str(tmp_path / "o.jsonl"), "--question", "Who?"], "drop --question"),
+        (["--input", str(qa_file), "--output", str(tmp_path / "no" / "o.jsonl")], "no directory"),
     ]:
         run = cli("run", str(qa_repo), *args)
         assert run.code == 1 and run.err.startswith("error: ") and expected in run.err and len(run.err.strip().splitlines()) == 1, run.err
