@@ -86,3 +86,18 @@ def test_np_array_of_inspect_is_consistent(repo_factory) -> None:  # noqa: ANN00
     report = inspect_model(load_model(repo_factory(layers=1, sparsity=80, pattern="unstructured")))
     weights = [r.sparsity for r in report.layers]
     assert report.sparsity == np.average(weights, weights=[r.shape[0] * r.shape[1] for r in report.layers])
+
+
+def test_export_without_output_writes_to_the_current_directory_not_the_repo(repo_factory, tmp_path) -> None:  # noqa: ANN001
+    import os
+    import subprocess
+    import sys
+
+    repo = repo_factory(layers=1)
+    before = sorted(p.name for p in repo.iterdir())
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "zoo", "export", str(repo), "--json"], cwd=work, capture_output=True, text=True,
+                          env={**os.environ}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (work / f"{repo.name}.onnx").is_file() and sorted(p.name for p in repo.iterdir()) == before

@@ -94,7 +94,8 @@ def _provenance(source: Any, bert: Any) -> dict[str, str]:
 @click.command("export")
 @click.argument("model")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Where to write: the ONNX file (default: next to the checkpoint), or the directory with --format optimum.")
+              help="Where to write: the ONNX file (default: NAME.onnx / NAME.int8.onnx in the current directory, never inside "
+                   "the cache), or the directory with --format optimum.")
 @click.option("--format", "fmt", type=click.Choice(["onnx", "optimum"]), default="onnx", show_default=True,
               help="optimum: a directory ORTModelFor*.from_pretrained loads (model.onnx, model_quantized.onnx, config, tokenizer).")
 @click.option("--static", metavar="BxS", help="Fixed input shapes (e.g. 1x128) for engines that need them; default dynamic.")
@@ -125,7 +126,7 @@ def export_cmd(model: str, output: Path | None, fmt: str, static: str | None, fp
         console().print(f"wrote {output}: {', '.join(files)} (outputs {', '.join(bert.output_names)}) in {result['seconds']} s")
         return None
     quantized = bert.quantized and not fp32
-    out = output or source.path / ("model.int8.onnx" if quantized else "model.onnx")
+    out = output or Path.cwd() / f"{source.name}{'.int8' if quantized else ''}.onnx"
     digest = export(bert, out, quantized=quantized, metadata=meta, static=shape)
     from zoo import state
 
