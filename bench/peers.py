@@ -234,6 +234,7 @@ def main() -> None:
         rows.append({"model": name, "layers": args.layers, "quantized": model.quantized, "graphs": model.notes, "engines": stats,
                      "ours_vs_best_peer": versus, "wall_s": round(time.perf_counter() - t, 1)})
         print(f"{name:<20}" + "".join(f" {cell(stats[e]):>17}" for e in engines) + (f"  {versus:.2f}x" if versus else "  -"), flush=True)
+        write(args, rows, batch, seq, peers, facts)  # after every model: an interrupted run keeps what it measured
         for e, s in stats.items():
             if "error" in s or s.get("errors"):
                 print(f"  {e}: {s.get('error') or s['errors'][0]}", flush=True)
@@ -242,6 +243,10 @@ def main() -> None:
         if infos and infos[0]:
             print(f"{e}: precision asked {infos[0].get('asked')}, compiled as {infos[0].get('precision')} "
                   f"(CPU capabilities: {','.join(infos[0].get('capabilities', []))})")
+    write(args, rows, batch, seq, peers, facts)
+
+
+def write(args: argparse.Namespace, rows: list[dict], batch: int, seq: int, peers: dict, facts: dict) -> None:
     args.out.parent.mkdir(exist_ok=True)
     meta = {"batch": batch, "seq": seq, "threads": args.threads, "rounds": args.rounds, "runs": args.runs, "layers_override": args.layers,
             "peers": peers, **facts, "date": time.strftime("%Y-%m-%d"),

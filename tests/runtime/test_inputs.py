@@ -44,3 +44,30 @@ def test_good_inputs_of_any_integer_type_give_the_same_answer(engine) -> None:  
         out = engine(ids.astype(dtype))
         for name in expected:
             np.testing.assert_array_equal(out[name], expected[name])
+
+
+def test_workspace_memory_is_bounded_by_the_largest_call_not_by_how_many_shapes(tmp_path) -> None:  # noqa: ANN001
+    """A server or batch run meets hundreds of padded lengths: buffers grow to the largest, never one set per shape."""
+    spec = SynthSpec(layers=1, hidden=64, heads=4, intermediate=128, vocab_size=1200, max_positions=64, sparsity=80,
+                     pattern="unstructured")
+    model = load_model(write_repo(tmp_path, spec))
+    many, one = compile(model, threads=1, backend="sparse"), compile(model, threads=1, backend="sparse")
+    rng = np.random.default_rng(0)
+    outputs = {}
+    for seq in range(1, 61):
+        ids = rng.integers(4, 1200, size=(2, seq))
+        outputs[seq] = (ids, many(ids))
+    largest = rng.integers(4, 1200, size=(2, 60))
+    expected = one(largest)
+
+    def held(engine) -> int:  # noqa: ANN001
+        return sum(flat.nbytes for ws in engine.workspaces._free for flat in ws._flat.values())
+
+    assert held(many) == held(one) > 0
+    again = many(largest)
+    for name in expected:
+        np.testing.assert_array_equal(again[name], expected[name])
+    for ids, out in outputs.values():  # answers handed out earlier were not overwritten by later calls
+        again = one(ids)
+        for name in out:
+            np.testing.assert_array_equal(out[name], again[name])

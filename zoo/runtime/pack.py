@@ -39,19 +39,33 @@ LONG_TOKENS = 512
 
 
 class Workspace:
-    """Reusable output buffers keyed by role and shape: no page faults from fresh large allocations per call."""
+    """Reusable output buffers, one per role: no page faults from fresh large allocations per call.
+
+    Each role keeps one flat buffer as large as the largest shape it was asked for, and hands out a view of its
+    prefix, so memory is bounded by the largest call, not by how many different shapes were ever seen (a server
+    or a batch run meets hundreds of padded lengths). The last view per role is kept, so repeated calls of one
+    shape get the same array, and its address, back.
+    """
 
     def __init__(self) -> None:
-        self._bufs: dict[tuple, np.ndarray] = {}
+        self._flat: dict[tuple[str, str], np.ndarray] = {}
+        self._views: dict[tuple[str, str], np.ndarray] = {}
         self._ptrs: dict[int, tuple[np.ndarray, int]] = {}
 
     def get(self, key: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
-        k = (key, shape, np.dtype(dtype).str)
-        buf = self._bufs.get(k)
-        if buf is None:
-            buf = self._bufs[k] = np.empty(shape, dtype=dtype)
-            self._ptrs[id(buf)] = (buf, buf.ctypes.data)
-        return buf
+        k = (key, np.dtype(dtype).str)
+        view = self._views.get(k)
+        if view is not None and view.shape == shape:
+            return view
+        size = int(np.prod(shape, dtype=np.int64))
+        flat = self._flat.get(k)
+        if flat is None or flat.size < size:
+            flat = self._flat[k] = np.empty(max(size, 1), dtype=dtype)
+        if view is not None:
+            self._ptrs.pop(id(view), None)
+        view = self._views[k] = flat[:size].reshape(shape)
+        self._ptrs[id(view)] = (view, flat.ctypes.data)
+        return view
 
     def ptr(self, arr: np.ndarray) -> int:
         """The data address of ``arr``: remembered for this workspace's buffers (``.ctypes`` costs a microsecond)."""

@@ -1,7 +1,8 @@
 """Dynamic batching: concurrent requests for one model become one engine call.
 
 Each request is a ``Job`` (its encodings and how to turn their outputs into an answer). A worker takes the
-first queued job, waits at most ``max_wait_s`` for more until ``max_batch`` encodings are gathered, and runs
+first queued job, waits at most ``max_wait_s`` for more (only while requests keep company: a lone request
+runs at once) until ``max_batch`` encodings are gathered, and runs
 them together in a worker thread (grouped by length, so padding stays small); each job then finishes on its
 own slice of the outputs. The queue is bounded: a full queue is refused at once (the server answers 503).
 """
@@ -49,6 +50,7 @@ class Batcher:
         self.on_batch = on_batch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zoo-batch")
         self._task: asyncio.Task[None] | None = None
+        self._busy = False  # did the last batch find company? Only then is waiting for more worth its delay
 
     @property
     def depth(self) -> int:
@@ -81,7 +83,9 @@ class Batcher:
         loop = asyncio.get_running_loop()
         batch = [await self.queue.get()]
         count = len(batch[0].job.encodings)
-        deadline = loop.time() + self.max_wait_s
+        # A lone request (the last batch was alone too) runs at once: under load, requests queue up while the
+        # engine runs and are merged anyway, so waiting only pays when company is likely.
+        deadline = loop.time() + (self.max_wait_s if self._busy or not self.queue.empty() else 0.0)
         while count < self.max_batch:
             try:
                 item = self.queue.get_nowait()
@@ -95,6 +99,7 @@ class Batcher:
                     break
             batch.append(item)
             count += len(item.job.encodings)
+        self._busy = len(batch) > 1
         return [p for p in batch if not p.future.done()]  # a client that gave up costs nothing
 
     async def _work(self) -> None:
