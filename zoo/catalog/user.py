@@ -22,11 +22,11 @@ def database(home: Path) -> Path:
 
 def compiled(home: Path) -> str | None:
     """The URL of the compiled user stubs (built now when stale), or None when there are none."""
-    from zoo.catalog.build import build, is_fresh
-
     directory = stubs_dir(home)
     if not any(directory.glob("*.toml")):
-        return None
+        return None  # the common case: no builder (schema, TOML parser) imported at all
+    from zoo.catalog.build import build, is_fresh
+
     db = database(home)
     if not is_fresh(db, directory):
         db.parent.mkdir(parents=True, exist_ok=True)
