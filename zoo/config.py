@@ -145,12 +145,12 @@ def trust_on_first_use() -> bool:
     return os.environ.get("ZOO_TRUST_ON_FIRST_USE", "").strip().lower() in _TRUE
 
 
+FETCH_VARIABLES = {"retries": "ZOO_RETRIES", "backoff": "ZOO_RETRY_BACKOFF", "read_timeout": "ZOO_READ_TIMEOUT",
+                   "max_retry_after": "ZOO_MAX_RETRY_AFTER", "retry_budget": "ZOO_RETRY_BUDGET", "stall_timeout": "ZOO_STALL_TIMEOUT",
+                   "min_rate": "ZOO_MIN_RATE", "lock_timeout": "ZOO_LOCK_TIMEOUT", "max_api_bytes": "ZOO_MAX_API_BYTES"}
+
+
 def fetch_limits() -> dict[str, float]:
-    """How hard a download tries and how long it waits (``ZOO_RETRIES``, ``ZOO_RETRY_BACKOFF``, ``ZOO_READ_TIMEOUT``,
-    ``ZOO_MAX_RETRY_AFTER``, ``ZOO_RETRY_BUDGET``, ``ZOO_STALL_TIMEOUT``, ``ZOO_MIN_RATE``, ``ZOO_LOCK_TIMEOUT``,
-    ``ZOO_MAX_API_BYTES``), read now; the keys are ``zoo.fetch.transfer.Limits`` fields."""
-    return {"retries": int(_number("ZOO_RETRIES", 5)), "backoff": _number("ZOO_RETRY_BACKOFF", 0.25),
-            "read_timeout": _number("ZOO_READ_TIMEOUT", 60), "max_retry_after": _number("ZOO_MAX_RETRY_AFTER", 60),
-            "retry_budget": _number("ZOO_RETRY_BUDGET", 600), "stall_timeout": _number("ZOO_STALL_TIMEOUT", 30),
-            "min_rate": _number("ZOO_MIN_RATE", 1024), "lock_timeout": _number("ZOO_LOCK_TIMEOUT", 900),
-            "max_api_bytes": int(_number("ZOO_MAX_API_BYTES", 64 * 2**20))}
+    """How hard a download tries and how long it waits, as set in the environment now, by
+    ``zoo.fetch.transfer.Limits`` field (unset variables are left out: ``Limits`` holds the defaults)."""
+    return {field: _number(var, 0.0) for field, var in FETCH_VARIABLES.items() if os.environ.get(var, "").strip()}

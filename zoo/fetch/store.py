@@ -182,8 +182,11 @@ class Store:
 
         path = self._lock_path(key)
         lock = FileLock(str(path))
-        wait = timeout if timeout is not None else self.lock_timeout if self.lock_timeout is not None else (
-            config.fetch_limits()["lock_timeout"])
+        if timeout is None and self.lock_timeout is None:
+            from zoo.fetch.transfer import Limits
+
+            timeout = Limits.from_config().lock_timeout
+        wait = timeout if timeout is not None else self.lock_timeout
         try:
             _acquire(lock, path, label, wait)
         except Timeout:

@@ -50,7 +50,7 @@ class Limits:
     def from_config(cls) -> Limits:
         from zoo import config
 
-        return cls(**config.fetch_limits())  # type: ignore[arg-type]
+        return cls(**{k: type(getattr(cls, k))(v) for k, v in config.fetch_limits().items()})
 
     def backoff_wait(self, failures: int) -> float:
         return min(8.0, self.backoff * 2 ** max(0, failures - 1))
