@@ -132,7 +132,7 @@ def test_generic_int8_kernel_agrees_with_fast_body() -> None:
     lin = Linear("l", w8.astype(np.float32) * 0.01, np.zeros(32, np.float32), QParams(0.01, 0, -128, 127), w8, QParams(0.05, 3, 0, 255))
     p = _int8("l", w8, lin.weight_q, lin.input_q, lin.bias, threads=1)
     x = rng.standard_normal((64, 37)).astype(np.float32)
-    from zoo.runtime.pack import Workspace
+    from zoo.runtime.workspace import Workspace
 
     fast = p(x, Workspace()).copy()
     x8 = np.empty((16, 37, 4), np.uint8)
@@ -231,7 +231,7 @@ def test_int8_token_tiles_give_identical_sums(tokens: int) -> None:
 def test_gelu_epilogue_and_kernel_match_reference() -> None:
     """The fused GELU (Linear epilogue) and the standalone kernel follow the reference erf GELU to ~1e-6."""
     from zoo.convert.reference import gelu
-    from zoo.runtime.pack import Workspace
+    from zoo.runtime.workspace import Workspace
 
     x = np.concatenate([np.linspace(-12, 12, 4001, dtype=np.float32), np.float32([0.0, -0.0, 1e-8, -1e-8, 40.0, -40.0])])
     y = x.copy()
@@ -275,7 +275,8 @@ def test_out_of_range_ids_are_refused(repos) -> None:  # noqa: ANN001
 def test_chunked_csr_accumulates_chunks_and_applies_gelu_once(gelu: bool) -> None:
     """An input-feature-chunked CSR Linear equals the whole product; GELU applies to the sum, not per chunk."""
     from zoo.convert.reference import gelu as ref_gelu
-    from zoo.runtime.pack import PackedLinear, Workspace, _csr_chunked
+    from zoo.runtime.pack import PackedLinear, _csr_chunked
+    from zoo.runtime.workspace import Workspace
 
     rng = np.random.default_rng(6)
     w = prune(rng.standard_normal((40, 1100)).astype(np.float32), 90, "unstructured")
@@ -294,7 +295,7 @@ def test_row_group_packing_matches_numpy_and_is_thread_count_exact(kind: str) ->
     """37 rows (the last group of 8 is part padding), row lengths that differ, token counts around the 16-token
     tile: the product is the reference's within 1e-4 and bit for bit the same on 1 and 2 threads."""
     from zoo.convert.reference import gelu as ref_gelu
-    from zoo.runtime.pack import Workspace
+    from zoo.runtime.workspace import Workspace
 
     rng = np.random.default_rng(8)
     w = prune(rng.standard_normal((37, 120)).astype(np.float32), 85, "block4" if kind.startswith("block4") else "unstructured")
@@ -314,7 +315,8 @@ def test_row_group_packing_matches_numpy_and_is_thread_count_exact(kind: str) ->
 def test_long_inputs_take_the_row_group_packing() -> None:
     """A Linear whose 128-token winner is not a row-group packing keeps the row-group one for long inputs when that
     measured faster there; either way long and short inputs give the reference's product."""
-    from zoo.runtime.pack import LONG_TOKENS, ROW_GROUP, Workspace
+    from zoo.runtime.pack import LONG_TOKENS, ROW_GROUP
+    from zoo.runtime.workspace import Workspace
 
     rng = np.random.default_rng(9)
     w = prune(rng.standard_normal((64, 96)).astype(np.float32), 90, "unstructured")

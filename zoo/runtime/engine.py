@@ -20,7 +20,8 @@ from zoo.convert.bert import AttentionQuant, BertModel, LayerNorm, Linear, fake_
 from zoo.convert.reference import MASK_VALUE
 from zoo.errors import InputError
 from zoo.runtime import _kernels as K
-from zoo.runtime.pack import PackedLinear, Workspace, WorkspacePool, pack_linear
+from zoo.runtime.pack import PackedLinear, pack_linear
+from zoo.runtime.workspace import Workspace, WorkspacePool
 
 
 def model_inputs(model: BertModel, input_ids: np.ndarray, attention_mask: np.ndarray | None,

@@ -17,6 +17,7 @@ import numpy as np
 
 from zoo.convert.bert import Linear, QParams
 from zoo.runtime import _kernels as K
+from zoo.runtime.workspace import Workspace
 
 # BLAS keeps its own spinning thread pool, which fights the kernels' OpenMP threads for the cores; dense BLAS is
 # therefore only a candidate when a weight is mostly non-zero (dense models, where it wins by a wide margin).
@@ -36,65 +37,6 @@ ROW_GROUP = {"csr-rg8": "csr", "block4-rg8": "block4"}
 # 4 KiB at 1024 tokens (cache-set aliasing: 6x the L2 misses in cachegrind), the row-group kernel reads packed token
 # tiles (Zen 3, 2 threads, 1024 tokens: 1.2-2x faster on BERT shapes at 90% unstructured; CSR wins at 128 there).
 LONG_TOKENS = 512
-
-
-class Workspace:
-    """Reusable output buffers, one per role: no page faults from fresh large allocations per call.
-
-    Each role keeps one flat buffer as large as the largest shape it was asked for, and hands out a view of its
-    prefix, so memory is bounded by the largest call, not by how many different shapes were ever seen (a server
-    or a batch run meets hundreds of padded lengths). The last view per role is kept, so repeated calls of one
-    shape get the same array, and its address, back.
-    """
-
-    def __init__(self) -> None:
-        self._flat: dict[tuple[str, str], np.ndarray] = {}
-        self._views: dict[tuple[str, str], np.ndarray] = {}
-        self._ptrs: dict[int, tuple[np.ndarray, int]] = {}
-
-    def get(self, key: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
-        k = (key, np.dtype(dtype).str)
-        view = self._views.get(k)
-        if view is not None and view.shape == shape:
-            return view
-        size = int(np.prod(shape, dtype=np.int64))
-        flat = self._flat.get(k)
-        if flat is None or flat.size < size:
-            flat = self._flat[k] = np.empty(max(size, 1), dtype=dtype)
-        if view is not None:
-            self._ptrs.pop(id(view), None)
-        view = self._views[k] = flat[:size].reshape(shape)
-        self._ptrs[id(view)] = (view, flat.ctypes.data)
-        return view
-
-    def ptr(self, arr: np.ndarray) -> int:
-        """The data address of ``arr``: remembered for this workspace's buffers (``.ctypes`` costs a microsecond)."""
-        hit = self._ptrs.get(id(arr))
-        return hit[1] if hit is not None and hit[0] is arr else arr.ctypes.data
-
-
-class WorkspacePool:
-    """Workspaces for concurrent calls: a call takes one of its own and gives it back when done, so calls from
-    several threads never share a buffer, and sequential calls keep reusing the same warm one.
-
-    ``take`` and ``give`` are single ``list.pop``/``list.append`` calls, atomic in CPython, so no lock is needed;
-    the pool grows to as many workspaces as calls ever ran at once.
-    """
-
-    def __init__(self) -> None:
-        self._free: list[Workspace] = []
-
-    def take(self) -> Workspace:
-        try:
-            return self._free.pop()
-        except IndexError:
-            return Workspace()
-
-    def give(self, ws: Workspace) -> None:
-        self._free.append(ws)
-
-    def __len__(self) -> int:
-        return len(self._free)
 
 
 @dataclass(repr=False)
@@ -125,15 +67,7 @@ class PackedLinear:
 
     @property
     def nnz(self) -> int:
-        if self.kind == "dense":
-            return int(np.count_nonzero(self.arrays["weight"]))
-        if self.kind == "csr":
-            return int(self.arrays["vals"].size)
-        if self.kind in ROW_GROUP:
-            return int(np.count_nonzero(self.arrays["vals"]))
-        if self.kind == "csr-chunked":
-            return sum(int(c["vals"].size) for c in chunks(self.arrays))
-        return int(self.arrays["indptr"][-1]) * 4
+        return KINDS[self.kind].nnz(self.arrays)
 
     def __call__(self, x: np.ndarray, ws: Workspace, gelu: bool = False) -> np.ndarray:
         """``W x + b`` (then GELU, fused into the kernel's epilogue) into a workspace buffer."""
@@ -141,36 +75,111 @@ class PackedLinear:
         if self.long is not None and t >= LONG_TOKENS:
             return self.long(x, ws, gelu)
         y = ws.get(self.name, (self.out_features, t))
-        if self.input_q is not None and self.kind != "int8-block4":
+        kind = KINDS[self.kind]
+        if self.input_q is not None and not kind.quantizes_input:
             x = np.ascontiguousarray(self.input_q.fake(x))
-        if self.kind == "dense":
-            np.matmul(self.arrays["weight"], x, out=y)
-            y += self.bias[:, None]
-            if gelu:
-                K.gelu(ws.ptr(y), y.size, self.threads)
-            return y
-        p, act = self.ptrs(), GELU if gelu else 0
-        if self.kind == "csr-chunked":
-            n = len(self.arrays) // 3
-            for j in range(n):
-                flags = (ACCUMULATE if j else 0) | (act if j == n - 1 else 0)
-                K.spmm_f32(0, p[f"indptr{j}"], p[f"cols{j}"], p[f"vals{j}"], p["bias"], ws.ptr(x), ws.ptr(y), self.out_features,
-                           self.in_features, t, self.threads, flags)
-        elif self.kind in ROW_GROUP:
-            xp = ws.get(self.name + ".xp", (-(-t // RG_TT) * RG_TT * self.in_features,))
-            K.spmm_rg(1 if self.kind == "csr-rg8" else 4, p["gptr"], p["rows"], p["cols"], p["vals"], p["bias"], ws.ptr(x), ws.ptr(y),
-                      self.arrays["gptr"].size - 1, self.in_features, t, ws.ptr(xp), self.threads, act)
-        elif self.kind in ("csr", "block4"):
-            K.spmm_f32(0 if self.kind == "csr" else 1, p["indptr"], p["cols"], p["vals"], p["bias"], ws.ptr(x), ws.ptr(y),
-                       self.out_features, self.in_features, t, self.threads, act)
-        else:
-            q = self.input_q
-            assert q is not None
-            x8 = ws.get(self.name + ".x8", (self.in_features // 4, t, 4), np.uint8)
-            K.quantize(ws.ptr(x), ws.ptr(x8), self.in_features, t, float(q.scale), float(q.zero_point), self.threads)
-            K.spmm_i8(p["indptr"], p["groups"], p["wpk"], p["scale"], p["offset"], ws.ptr(x8), ws.ptr(y), self.out_features, t,
-                      self.threads, 0, act)
+        kind.run(self, x, y, ws, GELU if gelu else 0)
         return y
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One packing, as the engine meets it: how to run it, count its stored weights, and turn it back into the dense
+    weight it stands for (round-trip checks)."""
+
+    run: Callable[[PackedLinear, np.ndarray, np.ndarray, Workspace, int], None]  # (linear, x, y, workspace, epilogue flags)
+    nnz: Callable[[dict[str, np.ndarray]], int]
+    unpack: Callable[[PackedLinear], np.ndarray]
+    quantizes_input: bool = False  # the kernel quantizes its fp32 input itself (no fake-quant copy first)
+
+
+def _run_dense(p: PackedLinear, x: np.ndarray, y: np.ndarray, ws: Workspace, act: int) -> None:
+    np.matmul(p.arrays["weight"], x, out=y)
+    y += p.bias[:, None]
+    if act:
+        K.gelu(ws.ptr(y), y.size, p.threads)
+
+
+def _run_csr(p: PackedLinear, x: np.ndarray, y: np.ndarray, ws: Workspace, act: int) -> None:
+    a = p.ptrs()
+    K.spmm_f32(0 if p.kind == "csr" else 1, a["indptr"], a["cols"], a["vals"], a["bias"], ws.ptr(x), ws.ptr(y), p.out_features,
+               p.in_features, x.shape[1], p.threads, act)
+
+
+def _run_chunked(p: PackedLinear, x: np.ndarray, y: np.ndarray, ws: Workspace, act: int) -> None:
+    a, n = p.ptrs(), len(p.arrays) // 3
+    for j in range(n):
+        flags = (ACCUMULATE if j else 0) | (act if j == n - 1 else 0)
+        K.spmm_f32(0, a[f"indptr{j}"], a[f"cols{j}"], a[f"vals{j}"], a["bias"], ws.ptr(x), ws.ptr(y), p.out_features,
+                   p.in_features, x.shape[1], p.threads, flags)
+
+
+def _run_row_groups(p: PackedLinear, x: np.ndarray, y: np.ndarray, ws: Workspace, act: int) -> None:
+    a, t = p.ptrs(), x.shape[1]
+    xp = ws.get(p.name + ".xp", (-(-t // RG_TT) * RG_TT * p.in_features,))
+    K.spmm_rg(1 if p.kind == "csr-rg8" else 4, a["gptr"], a["rows"], a["cols"], a["vals"], a["bias"], ws.ptr(x), ws.ptr(y),
+              p.arrays["gptr"].size - 1, p.in_features, t, ws.ptr(xp), p.threads, act)
+
+
+def _run_int8(p: PackedLinear, x: np.ndarray, y: np.ndarray, ws: Workspace, act: int) -> None:
+    q, a, t = p.input_q, p.ptrs(), x.shape[1]
+    assert q is not None
+    x8 = ws.get(p.name + ".x8", (p.in_features // 4, t, 4), np.uint8)
+    K.quantize(ws.ptr(x), ws.ptr(x8), p.in_features, t, float(q.scale), float(q.zero_point), p.threads)
+    K.spmm_i8(a["indptr"], a["groups"], a["wpk"], a["scale"], a["offset"], ws.ptr(x8), ws.ptr(y), p.out_features, t, p.threads, 0, act)
+
+
+def _rows(p: PackedLinear) -> np.ndarray:
+    """The output row of every stored entry of a row-major (CSR-like) packing."""
+    return np.repeat(np.arange(p.out_features), np.diff(p.arrays["indptr"]))
+
+
+def _unpack_csr(p: PackedLinear) -> np.ndarray:
+    w = np.zeros((p.out_features, p.in_features), dtype=np.float32)
+    w[_rows(p), p.arrays["cols"]] = p.arrays["vals"]
+    return w
+
+
+def _unpack_blocks(p: PackedLinear, cols: np.ndarray, vals: np.ndarray) -> np.ndarray:
+    w = np.zeros((p.out_features, p.in_features), dtype=np.float32)
+    rows = _rows(p)
+    for j in range(4):
+        w[rows, cols + j] = vals[:, j]
+    return w
+
+
+def _unpack_chunked(p: PackedLinear) -> np.ndarray:
+    return sum((_unpack_csr(PackedLinear(p.name, "csr", p.out_features, p.in_features, p.bias, c)) for c in chunks(p.arrays)),
+               np.zeros((p.out_features, p.in_features), dtype=np.float32))
+
+
+def _unpack_row_groups(p: PackedLinear) -> np.ndarray:
+    a, nw = p.arrays, 1 if p.kind == "csr-rg8" else 4
+    w = np.zeros((p.out_features, p.in_features), dtype=np.float32)
+    group = np.repeat(np.arange(a["gptr"].size - 1), np.diff(a["gptr"]) * RG)
+    rows = a["rows"][group * RG + np.arange(a["cols"].size) % RG]
+    keep = rows >= 0
+    vals = a["vals"].reshape(-1, nw)
+    for j in range(nw):
+        np.add.at(w, (rows[keep], a["cols"][keep] + j), vals[keep, j])
+    return w
+
+
+def _block_count(a: dict[str, np.ndarray]) -> int:
+    return int(a["indptr"][-1]) * 4
+
+
+KINDS: dict[str, Kind] = {
+    "dense": Kind(_run_dense, lambda a: int(np.count_nonzero(a["weight"])), lambda p: p.arrays["weight"].copy()),
+    "csr": Kind(_run_csr, lambda a: int(a["vals"].size), _unpack_csr),
+    "csr-chunked": Kind(_run_chunked, lambda a: sum(int(c["vals"].size) for c in chunks(a)), _unpack_chunked),
+    "block4": Kind(_run_csr, _block_count, lambda p: _unpack_blocks(p, p.arrays["cols"], p.arrays["vals"].reshape(-1, 4))),
+    "csr-rg8": Kind(_run_row_groups, lambda a: int(np.count_nonzero(a["vals"])), _unpack_row_groups),
+    "block4-rg8": Kind(_run_row_groups, lambda a: int(np.count_nonzero(a["vals"])), _unpack_row_groups),
+    "int8-block4": Kind(_run_int8, _block_count,
+                        lambda p: _unpack_blocks(p, p.arrays["groups"] * 4, p.arrays["wpk"].view(np.int8).reshape(-1, 4)),
+                        quantizes_input=True),
+}
 
 
 def _csr(w: np.ndarray) -> dict[str, np.ndarray]:
@@ -340,31 +349,4 @@ def _concat_int8(name: str, parts: list[PackedLinear], bias: np.ndarray, threads
 
 def unpack(p: PackedLinear) -> np.ndarray:
     """The dense weight a packing stands for (int8: the integer weights as float): for round-trip checks."""
-    a = p.arrays
-    if p.kind == "dense":
-        return a["weight"].copy()
-    if p.kind == "csr-chunked":
-        return sum((unpack(PackedLinear(p.name, "csr", p.out_features, p.in_features, p.bias, c)) for c in chunks(a)),
-                   np.zeros((p.out_features, p.in_features), dtype=np.float32))
-    if p.kind in ROW_GROUP:
-        nw = 1 if p.kind == "csr-rg8" else 4
-        w = np.zeros((p.out_features, p.in_features), dtype=np.float32)
-        group = np.repeat(np.arange(a["gptr"].size - 1), np.diff(a["gptr"]) * RG)
-        rows = a["rows"][group * RG + np.arange(a["cols"].size) % RG]
-        keep = rows >= 0
-        vals = a["vals"].reshape(-1, nw)
-        for j in range(nw):
-            np.add.at(w, (rows[keep], a["cols"][keep] + j), vals[keep, j])
-        return w
-    w = np.zeros((p.out_features, p.in_features), dtype=np.float32)
-    rows = np.repeat(np.arange(p.out_features), np.diff(a["indptr"]))
-    if p.kind == "csr":
-        w[rows, a["cols"]] = a["vals"]
-    elif p.kind == "block4":
-        for j in range(4):
-            w[rows, a["cols"] + j] = a["vals"][j::4]
-    else:
-        blocks = a["wpk"].view(np.int8).reshape(-1, 4)
-        for j in range(4):
-            w[rows, a["groups"] * 4 + j] = blocks[:, j]
-    return w
+    return KINDS[p.kind].unpack(p)
