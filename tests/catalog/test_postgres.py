@@ -15,7 +15,7 @@ import pytest
 
 from zoo import config
 from zoo.catalog import list_models, resolve
-from zoo.catalog.models import SCHEMA_VERSION
+from zoo.catalog.fields import SCHEMA_VERSION
 from zoo.catalog.push import LOCK
 from zoo.catalog.stubfile import to_toml
 from zoo.config import Settings

@@ -9,7 +9,7 @@ import pytest
 
 from zoo.catalog import list_models, resolve
 from zoo.catalog.build import build, is_fresh
-from zoo.catalog.models import SCHEMA_VERSION
+from zoo.catalog.fields import SCHEMA_VERSION
 from zoo.errors import CatalogError
 
 from ..conftest import STUBS

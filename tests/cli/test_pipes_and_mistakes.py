@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 import pytest
 
 from tests.cli.conftest import MODEL
+from zoo.config import bundled_registry
 
 CONTEXT = "The Broncos beat the Panthers in California."
 
@@ -175,8 +177,12 @@ def read_only_home(isolated_home, tmp_path, monkeypatch, cli, mirror):  # noqa: 
             os.chmod(d, 0o755)
 
 
-def test_read_only_home_is_one_line_and_reads_still_work(cli, read_only_home, qa_repo):
+def test_read_only_home_is_one_line_and_reads_still_work(cli, read_only_home, qa_repo, tmp_path):
     assert cli("cache", "list").code == 0
+    catalog = tmp_path / "registry-copy.db"  # a catalog whose cards were never kept: they cannot be kept now
+    shutil.copyfile(bundled_registry(), catalog)
+    listed = cli("list", env={"ZOO_CATALOG_URL": f"sqlite:///{catalog}"})
+    assert listed.code == 0 and MODEL in listed.out and listed.err == "", listed.err
     for args in (("verify", MODEL), ("download", "obert-3l-90", "--no-validate"), ("download", MODEL)):
         res = cli(*args)
         if res.code:

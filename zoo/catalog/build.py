@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo.catalog.cards import AliasInfo, FileSpec, MetricValue, ModelCard, RecipeInfo
-from zoo.catalog.fields import described
-from zoo.catalog.models import SCHEMA_VERSION, Alias, Base, File, Meta, Metric, Model, Recipe, Source, Tag
+from zoo.catalog.fields import SCHEMA_VERSION, described
+from zoo.catalog.models import Alias, Base, File, Meta, Metric, Model, Recipe, Source, Tag
 from zoo.catalog.schema import load_stubs
 
 

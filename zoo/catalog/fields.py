@@ -25,6 +25,7 @@ PATTERNS = ("dense", "unstructured", "block4")
 QUANT_SCHEMES = ("none", "int8-qat")
 ALIAS_KINDS = ("hub", "hub-mirror", "sparsezoo", "short")
 METRICS = ("f1", "exact_match", "accuracy", "accuracy_matched")
+SCHEMA_VERSION = 3  # bump when a table or column changes; readers refuse any other version
 CPU_FAMILIES = ("amx", "avx512-vnni", "avx2")  # expected speedups are per family: AMX-INT8, AVX-512 VNNI, AVX2
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")

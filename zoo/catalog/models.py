@@ -14,7 +14,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from zoo.catalog.cards import AliasInfo, FileSpec, MetricValue, ModelCard, RecipeInfo
 from zoo.catalog.fields import Described, described
 
-SCHEMA_VERSION = 3  # bump when a table or column changes; readers refuse any other version
 FIRST, LAST = -1, 1 << 10  # ``sort_order`` of a table's own columns: keys first, card columns by position, then these
 
 _SQL_TYPES: dict[type, Any] = {int: Integer, float: Double, bool: Boolean, dict: JSON}

@@ -101,7 +101,8 @@ def _rewrite(session: Any, texts: dict[str, str], revision: int, migrate: bool) 
     from sqlalchemy import delete
 
     from zoo.catalog.build import add_models, digest
-    from zoo.catalog.models import SCHEMA_VERSION, Base, Meta, Pushed, StubText
+    from zoo.catalog.fields import SCHEMA_VERSION
+    from zoo.catalog.models import Base, Meta, Pushed, StubText
 
     stubs = validated(texts)
     conn = session.connection()
@@ -125,7 +126,7 @@ def push(url: str, texts: dict[str, str]) -> PushResult:
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.orm import Session
 
-    from zoo.catalog.models import SCHEMA_VERSION
+    from zoo.catalog.fields import SCHEMA_VERSION
 
     engine = source.engine(url, write=True)
     try:

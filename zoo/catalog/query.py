@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from zoo import config
-from zoo.catalog import snapshot, source, user
+from zoo.catalog import cardcache, snapshot, source, user
 from zoo.catalog.cards import HUB_URL, AliasInfo, FileSpec, MetricValue, ModelCard, RecipeInfo
+from zoo.catalog.fields import SCHEMA_VERSION
 from zoo.config import Settings
 from zoo.errors import CatalogError, UnknownModelError
 
@@ -27,6 +28,14 @@ class Filters:
     quantized: bool | None = None
     task: str | None = None
     min_f1: float | None = None
+
+    def matches(self, c: ModelCard) -> bool:
+        return ((self.layers is None or c.layers == self.layers)
+                and (self.sparsity is None or c.sparsity == float(self.sparsity))
+                and (self.pattern is None or c.pattern == self.pattern)
+                and (self.quantized is None or c.quantized == self.quantized)
+                and (self.task is None or c.task == self.task)
+                and (self.min_f1 is None or any(m.name == "f1" and m.value >= self.min_f1 for m in c.metrics)))
 
 
 def catalog_url(settings: Settings | None = None) -> str:
@@ -55,8 +64,6 @@ def _card(m: Any) -> ModelCard:
 
 def check_version(url: str, found: str | None) -> None:
     """Refuse a catalog built for another schema: its columns may not mean what this zoo's cards expect."""
-    from zoo.catalog.models import SCHEMA_VERSION
-
     if found == str(SCHEMA_VERSION):
         return
     newer = found is not None and found.isdigit() and int(found) > SCHEMA_VERSION
@@ -67,13 +74,13 @@ def check_version(url: str, found: str | None) -> None:
     raise CatalogError(f"catalog at {source.masked(url)} has schema version {found or 'none'}, this zoo reads {SCHEMA_VERSION}", hint)
 
 
-def _statement(where: list[Any] | None) -> Any:
+def _statement() -> Any:
     from sqlalchemy import select
     from sqlalchemy.orm import selectinload
 
     from zoo.catalog.models import File, Metric, Model, Recipe
 
-    stmt = (
+    return (
         select(Model)
         .options(
             selectinload(Model.tags), selectinload(Model.aliases),
@@ -83,13 +90,10 @@ def _statement(where: list[Any] | None) -> Any:
         )
         .order_by(Model.name)
     )
-    for clause in where or []:
-        stmt = stmt.where(clause)
-    return stmt
 
 
-def _read(url: str, where: list[Any] | None, home: Path | None = None) -> list[ModelCard]:
-    """Cards matching ``where`` from the catalog at ``url``; a server catalog also refreshes the snapshot in ``home``."""
+def _read(url: str, home: Path | None = None) -> list[ModelCard]:
+    """Every card of the catalog at ``url``; a server catalog also refreshes the snapshot in ``home``."""
     from sqlalchemy import select
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.orm import Session
@@ -99,7 +103,7 @@ def _read(url: str, where: list[Any] | None, home: Path | None = None) -> list[M
     try:
         with Session(source.engine(url)) as session:
             check_version(url, session.scalar(select(Meta.value).where(Meta.key == "schema_version")))
-            cards = [_card(m) for m in session.scalars(_statement(where))]
+            cards = [_card(m) for m in session.scalars(_statement())]
             if home is not None and (url, home) not in _kept:
                 snapshot.keep(url, session.connection(), home)
                 _kept.add((url, home))
@@ -114,38 +118,37 @@ def _read(url: str, where: list[Any] | None, home: Path | None = None) -> list[M
 _kept: set[tuple[str, Path]] = set()  # server catalogs whose snapshot this process already checked
 
 
-def _primary(s: Settings) -> tuple[str, Path | None]:
-    """The URL to read (a server's snapshot when offline) and the home to keep a snapshot in (server catalogs only)."""
+def _read_file(url: str, home: Path) -> list[ModelCard]:
+    """Every card of a file catalog, from the cards kept in ``home`` for it as it is now when there are some."""
+    db = source.sqlite_file(url)
+    if db is None:
+        return _read(url)
+    cards = cardcache.load(home, db)
+    if cards is None:
+        cards = _read(url)
+        cardcache.save(home, db, cards)
+    return cards
+
+
+def _cards(settings: Settings | None = None) -> list[ModelCard]:
+    """Every entry: the catalog's (a server's, its snapshot offline, or a file's) and the user's own stubs'."""
+    s = settings or Settings.from_env()
     url = catalog_url(s)
     if source.is_file(url):
-        return url, None
-    if s.offline:
-        return snapshot.use(url, s.home), None
-    return url, s.home
-
-
-def _user_clash(primary: str, mine: str, home: Path) -> None:
-    """Refuse user stubs whose name or alias is also in the primary catalog."""
-    from sqlalchemy import func, or_
-
-    from zoo.catalog.models import Alias, Model
-
-    keys = {n.lower(): c.name for c in _read(mine, None) for n in (c.name, *(a.name for a in c.aliases))}
-    taken = _read(primary, [or_(func.lower(Model.name).in_(keys), Model.aliases.any(Alias.name_lower.in_(keys)))])
-    clashes = {k: keys[k] for k in _lookup_table(taken) if k in keys}
-    if clashes:
-        raise user.clash(home, clashes, source.masked(primary))
-
-
-def _cards(where: list[Any] | None = None, settings: Settings | None = None) -> list[ModelCard]:
-    s = settings or Settings.from_env()
-    primary, home = _primary(s)
-    cards = _read(primary, where, home)
-    mine = user.compiled(s.home)
-    if mine is None:
+        cards = _read_file(url, s.home)
+    elif s.offline:
+        cards = _read_file(snapshot.use(url, s.home), s.home)
+    else:
+        cards = _read(url, s.home)
+    mine_url = user.compiled(s.home)
+    if mine_url is None:
         return cards
-    _user_clash(primary, mine, s.home)
-    return sorted(cards + _read(mine, where), key=lambda c: c.name)
+    mine = _read_file(mine_url, s.home)
+    taken = _lookup_table(cards)
+    clashes = {k: c.name for c in mine for k in (c.name.lower(), *(a.name.lower() for a in c.aliases)) if k in taken}
+    if clashes:
+        raise user.clash(s.home, clashes, source.masked(url))
+    return sorted(cards + mine, key=lambda c: c.name)
 
 
 def _sort(cards: list[ModelCard], sort: str) -> list[ModelCard]:
@@ -168,25 +171,8 @@ def _natural(name: str) -> tuple[Any, ...]:
 
 def list_models(filters: Filters | None = None, sort: str = "name", settings: Settings | None = None) -> list[ModelCard]:
     """Catalog entries matching every given filter, sorted by ``sort`` (name, f1, latency or size)."""
-    from sqlalchemy import and_, exists, select
-
-    from zoo.catalog.models import Metric, Model
-
     f = filters or Filters()
-    where: list[Any] = []
-    if f.layers is not None:
-        where.append(Model.layers == f.layers)
-    if f.sparsity is not None:
-        where.append(Model.sparsity == float(f.sparsity))
-    if f.pattern is not None:
-        where.append(Model.pattern == f.pattern)
-    if f.quantized is not None:
-        where.append(Model.quantization != "none" if f.quantized else Model.quantization == "none")
-    if f.task is not None:
-        where.append(Model.task == f.task)
-    if f.min_f1 is not None:
-        where.append(exists(select(Metric.id).where(and_(Metric.model_id == Model.id, Metric.name == "f1", Metric.value >= f.min_f1))))
-    return _sort(_cards(where, settings), sort)
+    return _sort([c for c in _cards(settings) if f.matches(c)], sort)
 
 
 def _normalize(name: str) -> str:
@@ -198,32 +184,26 @@ def _normalize(name: str) -> str:
 
 
 def _lookup_table(cards: list[ModelCard]) -> dict[str, str]:
-    table: dict[str, str] = {}
-    for c in cards:
-        table[c.name.lower()] = c.name
-        for a in c.aliases:
-            table[a.name.lower()] = c.name
-    return table
+    """Lower-case names and aliases -> canonical names (a name wins over another entry's alias)."""
+    return {a.name.lower(): c.name for c in cards for a in c.aliases} | {c.name.lower(): c.name for c in cards}
 
 
 def suggestions(name: str, cards: list[ModelCard] | None = None, n: int = 5, settings: Settings | None = None) -> list[str]:
     """Canonical names close to ``name`` (matched against names and aliases)."""
-    table = _lookup_table(cards if cards is not None else _cards(None, settings))
+    table = _lookup_table(cards if cards is not None else _cards(settings))
     close = difflib.get_close_matches(_normalize(name), list(table), n=n * 3, cutoff=0.6)
     return list(dict.fromkeys(table[c] for c in close))[:n]
 
 
 def resolve(name_or_alias: str, settings: Settings | None = None) -> ModelCard:
     """The entry named ``name_or_alias`` (canonical name, Hub repo id or URL, SparseZoo stub); case-insensitive."""
-    from sqlalchemy import func
-
-    from zoo.catalog.models import Alias, Model
-
+    cards = _cards(settings)
     key = _normalize(name_or_alias)
-    found = _cards([func.lower(Model.name) == key], settings) or _cards([Model.aliases.any(Alias.name_lower == key)], settings)
-    if found:
-        return found[0]
-    raise UnknownModelError(name_or_alias, suggestions(name_or_alias, settings=settings))
+    by_name = {c.name: c for c in cards}
+    found = by_name.get(_lookup_table(cards).get(key, ""))
+    if found is not None:
+        return found
+    raise UnknownModelError(name_or_alias, suggestions(name_or_alias, cards))
 
 
 def search(text: str, filters: Filters | None = None, sort: str = "name", settings: Settings | None = None) -> list[ModelCard]:

@@ -10,6 +10,7 @@ untouched: a URL without a password is completed from ``.pgpass`` as ``psql`` wo
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zoo.errors import CatalogError
@@ -44,7 +45,18 @@ def masked(url: str) -> str:
 
 def is_file(url: str) -> bool:
     """True for a SQLite file catalog (local: no server to be down, no snapshot needed)."""
+    scheme, sep, _ = url.partition("://")
+    if sep and scheme.replace("+", "").replace("_", "").isalnum():  # the backend is the scheme's part before "+"
+        return scheme.split("+", 1)[0].lower() == "sqlite"
     return _parse(url).get_backend_name() == "sqlite"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a plain ``sqlite:///PATH`` catalog URL (no driver or query options), else None."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or "?" in url or len(url) == len(prefix):
+        return None
+    return Path(url[len(prefix):])
 
 
 def driver_url(url: str, *, write: bool = False) -> URL:
@@ -60,14 +72,17 @@ def driver_url(url: str, *, write: bool = False) -> URL:
 
 @lru_cache(maxsize=8)
 def engine(url: str, write: bool = False) -> Engine:
-    """One pooled engine per URL and mode for the life of the process."""
+    """One engine per URL and mode for the life of the process: pooled connections to a server; a SQLite file is
+    opened afresh for each session (microseconds), so a catalog rebuilt or replaced since is what the next read sees."""
     from sqlalchemy import create_engine
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    from sqlalchemy.pool import NullPool
 
     target = driver_url(url, write=write)
+    server = target.get_backend_name() != "sqlite"
     args = {"connect_timeout": 10} if target.get_backend_name() == "postgresql" else {"timeout": 60}
     try:
-        return create_engine(target, connect_args=args, pool_pre_ping=True)
+        return create_engine(target, connect_args=args, **({"pool_pre_ping": True} if server else {"poolclass": NullPool}))
     except ModuleNotFoundError as exc:
         module = (exc.name or "the driver").split(".")[0]
         extra = EXTRAS.get(module, module)
