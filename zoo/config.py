@@ -53,7 +53,8 @@ def mirrors() -> list[str]:
 
 
 def hf_token() -> str | None:
-    """``HF_TOKEN`` (or the token saved by ``hf auth login``), via huggingface_hub's own lookup."""
+    """``HF_TOKEN`` (or the token saved by ``hf auth login``, ``huggingface-cli login`` before huggingface_hub 0.34),
+    via huggingface_hub's own lookup, read at call time."""
     from huggingface_hub import get_token
 
     return get_token()

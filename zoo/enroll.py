@@ -64,7 +64,7 @@ def _checkout(source: str, settings: Settings, revision: str) -> tuple[Path, str
     if settings.offline:
         raise InputError(f"{source} is a Hub repo id and the network is off", "give a local directory instead")
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub.utils import HfHubHTTPError, RepositoryNotFoundError
 
     from zoo import config
 

@@ -84,6 +84,42 @@ def _hub_listing(data: Any, what: str) -> Listing:
         raise FetchError(f"{what}: malformed listing") from None
 
 
+def _unreachable_errors() -> tuple[type[Exception], ...]:
+    """What huggingface_hub's HTTP client raises for an endpoint it cannot talk to (refused, timed out, redirect loop):
+    the base error of its HTTP library, which HfHubHTTPError derives from (httpx / httpx2 from 1.0 on), and requests'
+    ``RequestException`` (0.x, whose ``ConnectionError`` is no ``HTTPError``)."""
+    import requests
+    from huggingface_hub.utils import HfHubHTTPError
+
+    return (HfHubHTTPError.__bases__[0], requests.RequestException)
+
+
+def _hub_get(url: str, headers: dict[str, str], params: dict[str, Any], limits: Limits, what: str) -> bytes:
+    """GET through huggingface_hub's own session, the body capped at ``limits.max_api_bytes``; an error answer is
+    raised by ``hf_raise_for_status`` as the Hub's typed error (``RepositoryNotFoundError`` ...). The session is an
+    httpx / httpx2 client from huggingface_hub 1.0 on and a ``requests.Session`` before: told apart by what it can do."""
+    from huggingface_hub.utils import get_session, hf_raise_for_status
+
+    session, read = get_session(), limits.read_timeout
+    streams = callable(getattr(session, "stream", None))  # requests.Session.stream is a flag
+    opened = (session.stream("GET", url, headers=headers, params=params, timeout=(10.0, read, read, read)) if streams
+              else session.get(url, headers=headers, params=params, timeout=(10.0, read), stream=True))
+    with opened as resp:
+        chunks = resp.iter_bytes() if streams else resp.iter_content(1 << 16)
+        if resp.status_code >= 400:
+            body = read_capped(chunks, 1 << 16, "an error response") if resp.status_code < 600 else b""
+            hf_raise_for_status(_with_body(resp, body))
+        return read_capped(chunks, limits.max_api_bytes, what)
+
+
+def _with_body(resp: Any, body: bytes) -> Any:
+    """The error response with its (capped, already read) body in place, for ``hf_raise_for_status`` to quote."""
+    if hasattr(resp, "iter_bytes"):
+        return type(resp)(resp.status_code, headers=resp.headers, content=body, request=resp.request)
+    resp._content = body  # requests: what .content, .text and .json() return once read
+    return resp
+
+
 class HubSource(Source):
     kind = "hub"
 
@@ -103,7 +139,7 @@ class HubSource(Source):
 
     def listing(self, repo: str, revision: str, retries: int | None = None) -> Listing:
         """The Hub's model info for ``repo@revision``; transient failures are retried, "no such repo/revision" is not."""
-        from huggingface_hub.errors import HfHubHTTPError, HTTPError, RepositoryNotFoundError, RevisionNotFoundError
+        from huggingface_hub.utils import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
         retries = self.limits.retries if retries is None else retries
         for attempt in range(retries + 1):
@@ -120,7 +156,7 @@ class HubSource(Source):
                 if (status or 0) < 500 or attempt == retries:
                     raise FetchError(f"{self.label}: listing {repo} failed: HTTP {status}", status=status) from None
                 reason = f"HTTP {status}"
-            except HTTPError as exc:  # connect/read timeouts, refused connections, redirect loops: the endpoint is unusable
+            except _unreachable_errors() as exc:  # connect/read timeouts, refused connections, redirect loops: the endpoint is unusable
                 if attempt == retries:
                     raise FetchError(f"{self.label}: cannot reach the Hub ({type(exc).__name__})") from None
                 reason = f"cannot reach the Hub ({type(exc).__name__})"
@@ -135,16 +171,8 @@ class HubSource(Source):
         """GET the model info through huggingface_hub's session (proxies, CA bundle, endpoint), size-bounded."""
         from urllib.parse import quote
 
-        import httpx2
-        from huggingface_hub.utils import get_session, hf_raise_for_status
-
         url = f"{self.endpoint}/api/models/{repo}/revision/{quote(revision, safe='')}"
-        with get_session().stream("GET", url, headers=self._headers(), params={"blobs": True},
-                                  timeout=httpx2.Timeout(self.limits.read_timeout, connect=10.0)) as resp:
-            if resp.status_code >= 400:
-                body = read_capped(resp.iter_bytes(), 1 << 16, "an error response") if resp.status_code < 600 else b""
-                hf_raise_for_status(httpx2.Response(resp.status_code, headers=resp.headers, content=body, request=resp.request))
-            return read_capped(resp.iter_bytes(), self.limits.max_api_bytes, f"{self.label}: the listing of {repo}")
+        return _hub_get(url, self._headers(), {"blobs": True}, self.limits, f"{self.label}: the listing of {repo}")
 
     def fetch(self, repo: str, revision: str, path: str, part: Path, expected: Expected,
               progress: Progress = _noop, resumed: Progress = _noop) -> Fetched:
