@@ -21,7 +21,7 @@ REPO = resolve(MODEL).repo
 
 def test_hf_hub_download_and_snapshot_download_work_against_the_mirror(mirror, tmp_path):
     from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.utils import EntryNotFoundError, RevisionNotFoundError
 
     one = hf_hub_download(REPO, "pytorch_model.bin", endpoint=mirror.url, cache_dir=tmp_path / "a")
     assert Path(one).read_bytes() == (mirror.repo_dir() / "pytorch_model.bin").read_bytes()

@@ -167,7 +167,7 @@ def test_hidden_escaping_and_traversing_paths_are_not_served(served, path, metho
 
 def test_hf_hub_download_cannot_fetch_dot_files(served, tmp_path):
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.utils import EntryNotFoundError
 
     for name in (".env", ".git/config", "escape.txt"):
         with pytest.raises(EntryNotFoundError):

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-from huggingface_hub.errors import RevisionNotFoundError
+from huggingface_hub.utils import RevisionNotFoundError
 
 from tests.fetch.conftest import MODEL
 from zoo.catalog import resolve
