@@ -100,15 +100,18 @@ def _provenance(source: Any, bert: Any) -> dict[str, str]:
               help="optimum: a directory ORTModelFor*.from_pretrained loads (model.onnx, model_quantized.onnx, config, tokenizer).")
 @click.option("--static", metavar="BxS", help="Fixed input shapes (e.g. 1x128) for engines that need them; default dynamic.")
 @click.option("--fp32", is_flag=True, help="For a QAT model, export the float graph instead of the int8 QDQ graph.")
+@click.option("--external-data", is_flag=True,
+              help="Weights in a data file beside the graph (NAME.onnx.data; model.onnx_data with --format optimum). "
+                   "Graphs over protobuf's 2 GB limit always are; smaller ones are one file by default.")
 @json_option
-def export_cmd(model: str, output: Path | None, fmt: str, static: str | None, fp32: bool, as_json: bool) -> None:
+def export_cmd(model: str, output: Path | None, fmt: str, static: str | None, fp32: bool, external_data: bool, as_json: bool) -> None:
     """Export MODEL to ONNX (opset 17, dynamic batch_size and sequence_length), checked by onnx.checker.
 
     QAT models get an int8 graph with QuantizeLinear/DequantizeLinear at every fake-quant point. Every graph
     carries metadata_props: source repo, revision, commit, checkpoint sha256, sparsity, pattern, quantization,
-    zoo version.
+    zoo version. The file is written one tensor at a time: memory stays near the model's own size.
     """
-    from zoo.convert.onnx_export import export, export_optimum
+    from zoo.convert.onnx_export import export_optimum, write_onnx
 
     start = time.perf_counter()
     shape = _static_shape(static)
@@ -118,7 +121,8 @@ def export_cmd(model: str, output: Path | None, fmt: str, static: str | None, fp
     bert.require_finite()
     meta = _provenance(source, bert)
     if fmt == "optimum":
-        files = export_optimum(bert, source.path, output, metadata=meta, static=shape)  # type: ignore[arg-type]
+        files = export_optimum(bert, source.path, output, metadata=meta, static=shape,  # type: ignore[arg-type]
+                               external_data=external_data or None)
         result = {"model": source.label, "path": str(output), "format": fmt, "files": files, "metadata": meta,
                   "outputs": bert.output_names, "seconds": round(time.perf_counter() - start, 2)}
         if as_json:
@@ -127,17 +131,21 @@ def export_cmd(model: str, output: Path | None, fmt: str, static: str | None, fp
         return None
     quantized = bert.quantized and not fp32
     out = output or Path.cwd() / f"{source.name}{'.int8' if quantized else ''}.onnx"
-    digest = export(bert, out, quantized=quantized, metadata=meta, static=shape)
+    done = write_onnx(bert, out, quantized=quantized, metadata=meta, static=shape, external_data=external_data or None)
     from zoo import state
 
-    state.record_artifact(source.label, "onnx-int8" if quantized else "onnx-fp32", str(out.resolve()), digest, out.stat().st_size,
-                          home=settings().home)
-    result = {"model": source.label, "path": str(out), "format": fmt, "sha256": digest, "quantized": quantized, "bytes": out.stat().st_size,
-              "outputs": bert.output_names, "metadata": meta, "seconds": round(time.perf_counter() - start, 2)}
+    kind = "onnx-int8" if quantized else "onnx-fp32"
+    for written, suffix in ((done, ""), (done.data, "-data")):
+        if written is not None:
+            state.record_artifact(source.label, kind + suffix, str(written.path.resolve()), written.sha256, written.size, home=settings().home)
+    data = done.data and {"path": str(done.data.path), "sha256": done.data.sha256, "bytes": done.data.size}
+    result = {"model": source.label, "path": str(out), "format": fmt, "sha256": done.sha256, "quantized": quantized, "bytes": done.size,
+              "data": data, "outputs": bert.output_names, "metadata": meta, "seconds": round(time.perf_counter() - start, 2)}
     if as_json:
         return emit_json(result)
-    console().print(f"wrote {out} ({result['bytes'] / 1e6:.1f} MB, {'int8 QDQ' if quantized else 'fp32'}, "
-                    f"outputs {', '.join(bert.output_names)}) sha256 {digest[:16]}... in {result['seconds']} s")
+    weights = f", weights in {done.data.path.name} ({done.data.size / 1e6:.1f} MB)" if done.data else ""
+    console().print(f"wrote {out} ({done.size / 1e6:.1f} MB{weights}, {'int8 QDQ' if quantized else 'fp32'}, "
+                    f"outputs {', '.join(bert.output_names)}) sha256 {done.sha256[:16]}... in {result['seconds']} s")
 
 
 COMMANDS = [inspect_cmd, export_cmd]

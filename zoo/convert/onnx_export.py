@@ -4,6 +4,9 @@ fake-quant reference). Inputs ``input_ids``, ``attention_mask``, ``token_type_id
 as Optimum names them, ``batch_size`` and ``sequence_length``, or fixed with ``static``); outputs
 ``start_logits``, ``end_logits`` (QA) or ``logits`` (classification). Opset 17. ``metadata`` (provenance:
 source repo, commit, checkpoint sha256, sparsity ...) is written into the graph's ``metadata_props``.
+
+Initializers are the model's own arrays (views where they can be: a transposed weight is not copied) until
+``onnx_file`` streams them to disk one tensor at a time: memory stays near the model's size.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.convert import onnx_file
 from zoo.convert.bert import BertModel, LayerNorm, Linear, QParams
+from zoo.convert.onnx_file import Exported, ModelParts
 from zoo.convert.reference import MASK_VALUE
 from zoo.errors import ExportError
 
@@ -21,12 +26,17 @@ OPSET = 17
 DYNAMIC_AXES = ("batch_size", "sequence_length")  # Optimum's names for the dynamic axes of BERT inputs
 
 
+def _f32(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32)  # no copy of what already is float32
+
+
 class _Graph:
-    """Accumulates nodes and initializers with unique names."""
+    """Accumulates nodes and initializers with unique names; an initializer is kept as the array it was given (often a
+    view of the model's weights, transposed or not) until it is written."""
 
     def __init__(self, quantized: bool) -> None:
         self.nodes: list = []
-        self.inits: list = []
+        self.inits: list[tuple[str, np.ndarray]] = []
         self.quantized = quantized
         self._n = 0
 
@@ -35,13 +45,11 @@ class _Graph:
         return f"{hint}_{self._n}"
 
     def const(self, value: np.ndarray | float | int | list, hint: str = "c", dtype: type | None = None) -> str:
-        from onnx import numpy_helper
-
         arr = np.asarray(value, dtype=dtype) if dtype is not None else np.asarray(value)
         if arr.dtype == np.float64:
             arr = arr.astype(np.float32)
         name = self.name(hint)
-        self.inits.append(numpy_helper.from_array(arr, name))
+        self.inits.append((name, arr))
         return name
 
     def op(self, op_type: str, inputs: list[str], hint: str | None = None, outputs: int = 1, **attrs: object) -> str | list[str]:
@@ -62,14 +70,14 @@ class _Graph:
         x = self.qdq(x, lin.input_q)
         if self.quantized and lin.weight_q is not None and lin.weight_int8 is not None:
             q = lin.weight_q
-            w_int8 = self.const(np.ascontiguousarray(lin.weight_int8.T), f"{lin.name}.weight_int8")
+            w_int8 = self.const(lin.weight_int8.T, f"{lin.name}.weight_int8")
             w = self.op("DequantizeLinear", [w_int8, self.const(np.float32(q.scale), "scale"), self.const(q.zero_point, "zp", np.int8)])
         else:
-            w = self.const(np.ascontiguousarray(lin.weight.T.astype(np.float32)), f"{lin.name}.weight_t")
-        return self.op("Add", [self.op("MatMul", [x, w]), self.const(lin.bias.astype(np.float32), f"{lin.name}.bias")])  # type: ignore[list-item]
+            w = self.const(_f32(lin.weight).T, f"{lin.name}.weight_t")
+        return self.op("Add", [self.op("MatMul", [x, w]), self.const(_f32(lin.bias), f"{lin.name}.bias")])  # type: ignore[list-item]
 
     def layer_norm(self, x: str, ln: LayerNorm) -> str:
-        return self.op("LayerNormalization", [x, self.const(ln.gamma.astype(np.float32), "gamma"), self.const(ln.beta.astype(np.float32), "beta")],
+        return self.op("LayerNormalization", [x, self.const(_f32(ln.gamma), "gamma"), self.const(_f32(ln.beta), "beta")],
                        axis=-1, epsilon=float(ln.eps))  # type: ignore[return-value]
 
     def gelu(self, x: str) -> str:
@@ -86,15 +94,22 @@ def _embedding(g: _Graph, table: np.ndarray, table_q: QParams | None, output_q: 
     DeepSparse cannot gather from a dequantized table, and OpenVINO rejects dequantize-quantize chains there."""
     q = (output_q or table_q) if g.quantized else None
     if q is None:
-        return g.op("Gather", [g.const(table.astype(np.float32), hint), indices], axis=0)  # type: ignore[return-value]
+        return g.op("Gather", [g.const(_f32(table), hint), indices], axis=0)  # type: ignore[return-value]
     dtype = np.uint8 if q.qmin >= 0 else np.int8
-    rows = g.op("Gather", [g.const(q.quantize(table.astype(np.float32)).astype(dtype), hint + "_int8"), indices], axis=0)
+    table_int8 = np.empty(table.shape, dtype)
+    for i in range(0, len(table), 4096):  # in slices: quantizing a whole 30k-row table at once holds four float copies of it
+        table_int8[i:i + 4096] = q.quantize(_f32(table[i:i + 4096]))
+    rows = g.op("Gather", [g.const(table_int8, hint + "_int8"), indices], axis=0)
     return g.op("DequantizeLinear", [rows, g.const(np.float32(q.scale), "scale"), g.const(q.zero_point, "zp", dtype)])  # type: ignore
 
 
 def build_graph(model: BertModel, quantized: bool | None = None, static: tuple[int, int] | None = None):  # noqa: ANN201 - onnx.ModelProto
-    """The ONNX model for ``model``; ``quantized`` defaults to True for QAT models; ``static`` (batch, sequence)
-    fixes the input and output shapes for engines that need them."""
+    """The ONNX model for ``model``, in memory (``export`` streams it to disk instead); ``quantized`` defaults to True
+    for QAT models; ``static`` (batch, sequence) fixes the input and output shapes for engines that need them."""
+    return _build(model, quantized, static).with_tensors()
+
+
+def _build(model: BertModel, quantized: bool | None, static: tuple[int, int] | None) -> ModelParts:
     from onnx import TensorProto, helper
 
     quantized = model.quantized if quantized is None else quantized
@@ -160,38 +175,30 @@ def build_graph(model: BertModel, quantized: bool | None = None, static: tuple[i
 
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, [batch, sequence]) for n in (ids, mask, types)]
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes, strict=True)]
-    graph = helper.make_graph(g.nodes, "obert_int8" if quantized else "obert_fp32", inputs, outputs, initializer=g.inits)
+    graph = helper.make_graph(g.nodes, "obert_int8" if quantized else "obert_fp32", inputs, outputs)
     onnx_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="obert-zoo")
     onnx_model.ir_version = 8
-    return onnx_model
+    return ModelParts(onnx_model, g.inits)
+
+
+def write_onnx(model: BertModel, out: Path, quantized: bool | None = None, metadata: dict[str, str] | None = None,
+               static: tuple[int, int] | None = None, external_data: bool | None = None, data_name: str | None = None) -> Exported:
+    """Write the checked ONNX graph to ``out`` atomically, ``metadata`` in its ``metadata_props``, streamed by
+    ``onnx_file.write``: one file up to protobuf's 2 GB limit, else (or with ``external_data``) the weights in
+    ``data_name`` beside it (default: ``out``'s name + ``.data``)."""
+    from onnx import helper
+
+    model.require_finite()
+    parts = _build(model, quantized, static)
+    if metadata:
+        helper.set_model_props(parts.proto, {str(k): str(v) for k, v in metadata.items()})
+    return onnx_file.write(parts, out, external_data, data_name)
 
 
 def export(model: BertModel, out: Path, quantized: bool | None = None, metadata: dict[str, str] | None = None,
-           static: tuple[int, int] | None = None) -> str:
-    """Write the checked ONNX graph to ``out`` atomically, ``metadata`` in its ``metadata_props``; returns its sha256."""
-    import os
-
-    import onnx
-
-    model.require_finite()
-    proto = build_graph(model, quantized, static)
-    if metadata:
-        onnx.helper.set_model_props(proto, {str(k): str(v) for k, v in metadata.items()})
-    try:
-        onnx.checker.check_model(proto, full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ExportError(f"exported graph failed onnx.checker: {str(exc).splitlines()[0]}") from None
-    data = proto.SerializeToString()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"cannot write {out}: {exc.strerror}") from None
-    return hashlib.sha256(data).hexdigest()
+           static: tuple[int, int] | None = None, external_data: bool | None = None) -> str:
+    """``write_onnx``; returns the graph file's sha256."""
+    return write_onnx(model, out, quantized, metadata, static, external_data).sha256
 
 
 # What an Optimum model directory holds beside the graphs: the model's config and its tokenizer files.
@@ -200,9 +207,10 @@ OPTIMUM_FILES = {False: "model.onnx", True: "model_quantized.onnx"}  # Optimum's
 
 
 def export_optimum(model: BertModel, repo: Path, out_dir: Path, metadata: dict[str, str] | None = None,
-                   static: tuple[int, int] | None = None) -> dict[str, str]:
+                   static: tuple[int, int] | None = None, external_data: bool | None = None) -> dict[str, str]:
     """A directory ``optimum.onnxruntime.ORTModelFor*.from_pretrained`` loads as it is: ``model.onnx`` (fp32),
-    ``model_quantized.onnx`` for a QAT model (int8 QDQ), and ``repo``'s config and tokenizer files.
+    ``model_quantized.onnx`` for a QAT model (int8 QDQ), and ``repo``'s config and tokenizer files; external
+    weights, where there are any, in ``model.onnx_data`` (Optimum's name, which it fetches beside a Hub graph).
 
     Returns each written file's name and sha256."""
     import shutil
@@ -214,7 +222,10 @@ def export_optimum(model: BertModel, repo: Path, out_dir: Path, metadata: dict[s
     written = {}
     for quantized in (False, True) if model.quantized else (False,):
         name = OPTIMUM_FILES[quantized]
-        written[name] = export(model, out_dir / name, quantized=quantized, metadata=metadata, static=static)
+        done = write_onnx(model, out_dir / name, quantized, metadata, static, external_data, data_name=f"{name}_data")
+        written[name] = done.sha256
+        if done.data is not None:
+            written[done.data.path.name] = done.data.sha256
     for name in OPTIMUM_COPIED:
         source = Path(repo) / name
         if source.is_file():

@@ -1,0 +1,201 @@
+"""An ONNX model written to disk one tensor at a time: its initializers go from the arrays that hold them (often
+views of a model's weights) straight to the file, never into one in-memory ``ModelProto``, whose serialized copy
+and the checker's copy of it would triple the weights in memory.
+
+A model within protobuf's 2 GB limit becomes one ``.onnx`` file, byte for byte what ``onnx.save`` writes (protobuf's
+wire format is written around the tensor bytes: fields in number order, lengths known beforehand). A larger one,
+or any on request, keeps its weights as ONNX external data in a file beside the graph. onnx.checker (full) checks a
+copy of the graph whose weights point at the bytes already written; the files appear, atomically, only after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from zoo.errors import ExportError
+
+SINGLE_FILE_LIMIT = (1 << 31) - 1  # bytes protobuf parses in one message: a larger graph keeps its weights in a data file
+EXTERNAL_ABOVE = 1024  # bytes (onnx's own threshold): smaller initializers (scales, shapes) stay inline, also in the check
+ALIGN, ALIGN_ABOVE = 1 << 16, 1 << 20  # data-file offsets of tensors from 1 MiB up are 64 KiB multiples, so they can be mapped
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """An ONNX model in two parts: everything but the initializers (small), and the initializers as arrays, in order."""
+
+    proto: object  # onnx.ModelProto, its graph's initializer field empty
+    inits: list[tuple[str, np.ndarray]]
+
+    def with_tensors(self, where: dict[str, tuple[int, int]] | None = None, location: str = ""):  # noqa: ANN201 - onnx.ModelProto
+        """The whole ``ModelProto``: the initializers named in ``where`` as external data, ``(offset, length)`` in
+        ``location`` (relative to the .onnx file's directory), the others inline."""
+        from onnx import TensorProto, numpy_helper
+
+        where = where or {}
+        out = type(self.proto)()
+        out.CopyFrom(self.proto)  # type: ignore[arg-type]
+        for name, arr in self.inits:
+            if name not in where:
+                out.graph.initializer.append(numpy_helper.from_array(arr, name))
+                continue
+            tensor = TensorProto.FromString(_header(name, arr))
+            tensor.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", location), ("offset", where[name][0]), ("length", where[name][1])):
+                tensor.external_data.add(key=key, value=str(value))
+            out.graph.initializer.append(tensor)
+        return out
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A written ONNX file (path, sha256, bytes) and, in the external-data layout, its weights file."""
+
+    path: Path
+    sha256: str
+    size: int
+    data: Exported | None = None
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out) + bytes([n])
+
+
+def _key(number: int, length: int) -> bytes:
+    """The tag and length that open a length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def _split(message, number: int) -> tuple[bytes, bytes]:  # noqa: ANN001 - a protobuf message
+    """``message`` serialized as its fields numbered below ``number``, and as those above it: with field ``number``
+    written between the two, that is protobuf's canonical order, what ``SerializeToString`` writes."""
+    halves = []
+    for below in (True, False):
+        half = type(message)()
+        half.CopyFrom(message)
+        for field, _ in message.ListFields():
+            if field.number == number or (field.number < number) != below:
+                half.ClearField(field.name)
+        halves.append(half.SerializeToString())
+    return halves[0], halves[1]
+
+
+def _header(name: str, arr: np.ndarray) -> bytes:
+    """A TensorProto's fields before ``raw_data`` (dims, data_type, name), serialized."""
+    from onnx import TensorProto, helper
+
+    return TensorProto(dims=arr.shape, data_type=helper.np_dtype_to_tensor_dtype(arr.dtype), name=name).SerializeToString()
+
+
+def _single_file(parts: ModelParts) -> tuple[list, int]:
+    """The one-file layout as pieces in order (bytes, and (name, array) whose bytes go between them), and its size."""
+    from onnx import GraphProto, ModelProto, TensorProto
+
+    model_before, model_after = _split(parts.proto, ModelProto.GRAPH_FIELD_NUMBER)
+    graph_before, graph_after = _split(parts.proto.graph, GraphProto.INITIALIZER_FIELD_NUMBER)  # type: ignore[attr-defined]
+    graph: list = [graph_before]
+    for name, arr in parts.inits:
+        tensor = _header(name, arr) + _key(TensorProto.RAW_DATA_FIELD_NUMBER, arr.nbytes)
+        graph += [_key(GraphProto.INITIALIZER_FIELD_NUMBER, len(tensor) + arr.nbytes) + tensor, (name, arr)]
+    graph.append(graph_after)
+    graph_size = sum(len(p) if isinstance(p, bytes) else p[1].nbytes for p in graph)
+    pieces = [model_before + _key(ModelProto.GRAPH_FIELD_NUMBER, graph_size), *graph, model_after]
+    return pieces, len(pieces[0]) + graph_size + len(model_after)
+
+
+class _Sink:
+    """A file being written, hashed as it goes."""
+
+    def __init__(self, path: Path) -> None:
+        self.file, self.hash, self.size = path.open("wb"), hashlib.sha256(), 0
+
+    def __enter__(self) -> _Sink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def write(self, data: bytes | np.ndarray) -> None:
+        self.file.write(data)
+        self.hash.update(data)
+        self.size += len(data)
+
+    def tensor(self, arr: np.ndarray, align: int = 1) -> tuple[int, int]:
+        """Writes ``arr`` as ONNX stores it (C order, little-endian) at a multiple of ``align``; returns (offset, length)."""
+        self.write(b"\0" * (-self.size % align))
+        start, flat = self.size, np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
+        self.write(flat)
+        return start, flat.size
+
+
+def _stream_single(pieces: list, sink: _Sink) -> dict[str, tuple[int, int]]:
+    """Writes the one-file layout; returns where the bytes of each initializer from ``EXTERNAL_ABOVE`` up lie."""
+    where = {}
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            sink.write(piece)
+        elif piece[1].nbytes >= EXTERNAL_ABOVE:
+            where[piece[0]] = sink.tensor(piece[1])
+        else:
+            sink.tensor(piece[1])
+    return where
+
+
+def _stream_data(parts: ModelParts, sink: _Sink) -> dict[str, tuple[int, int]]:
+    """Writes the initializers from ``EXTERNAL_ABOVE`` up into a data file; returns where each lies."""
+    return {name: sink.tensor(arr, ALIGN if arr.nbytes >= ALIGN_ABOVE else 1) for name, arr in parts.inits if arr.nbytes >= EXTERNAL_ABOVE}
+
+
+def _check(skeleton, path: Path) -> None:  # noqa: ANN001 - onnx.ModelProto
+    """onnx.checker (full) on ``skeleton``, whose weights are external data; written to ``path`` so that they resolve."""
+    import onnx
+
+    path.write_bytes(skeleton.SerializeToString())
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ExportError(f"exported graph failed onnx.checker: {str(exc).splitlines()[0]}") from None
+
+
+def write(parts: ModelParts, out: Path, external_data: bool | None = None, data_name: str | None = None) -> Exported:
+    """``parts`` checked by onnx.checker and written to ``out`` atomically: one file when it fits protobuf's 2 GB
+    limit; else, or with ``external_data``, the graph in ``out`` and the weights in ``data_name`` beside it
+    (default: ``out``'s name + ``.data``)."""
+    pieces, size = _single_file(parts)
+    external = size > SINGLE_FILE_LIMIT if external_data is None else external_data
+    out = Path(out)
+    data_path = out.with_name(data_name or f"{out.name}.data")
+    temp = {role: out.with_name(f".{name}.{os.getpid()}.tmp") for role, name in (("graph", out.name), ("data", data_path.name),
+                                                                                ("check", f"{out.name}.check"))}
+    data = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if external:
+            with _Sink(temp["data"]) as sink:
+                where = _stream_data(parts, sink)
+            data = Exported(data_path, sink.hash.hexdigest(), sink.size)
+            with _Sink(temp["graph"]) as graph:
+                graph.write(parts.with_tensors(where, data_path.name).SerializeToString())
+        else:
+            with _Sink(temp["graph"]) as graph:
+                where = _stream_single(pieces, graph)
+        _check(parts.with_tensors(where, temp["data" if external else "graph"].name), temp["check"])
+        if data is not None:
+            os.replace(temp["data"], data_path)
+        os.replace(temp["graph"], out)
+    except OSError as exc:
+        raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        for path in temp.values():
+            with contextlib.suppress(OSError):  # an unwritable directory holds none of them
+                path.unlink(missing_ok=True)
+    return Exported(out, graph.hash.hexdigest(), graph.size, data)
