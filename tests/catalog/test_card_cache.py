@@ -6,17 +6,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from zoo.catalog import list_models, resolve
+from zoo.catalog import list_models, query, resolve
 from zoo.catalog.build import build
 from zoo.catalog.query import _read
 from zoo.config import bundled_registry
-from zoo.errors import UnknownModelError
+from zoo.errors import CatalogError, UnknownModelError
 
 from ..conftest import STUBS
 
@@ -42,7 +45,8 @@ def test_second_read_skips_sqlalchemy_and_equals_the_database(isolated_home: Pat
     assert sorted(list_models(), key=lambda c: c.name) == _read(f"sqlite:///{bundled_registry()}") != []
 
 
-@pytest.mark.parametrize("garbage", [b"\x00\xff not json", b"[]garbage", b'[{"name": 5}]', b'{"a": 1}', b"[1, 2]", b""])
+@pytest.mark.parametrize("garbage", [b"\x00\xff not json", b"[]garbage", b'[{"name": 5}]', b'{"a": 1}', b"[1, 2]", b"",
+                                     b"[" * 100_000, b'[{"stages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]"])
 def test_corrupt_kept_cards_are_read_afresh(isolated_home: Path, garbage: bytes) -> None:
     expected = [c.to_dict() for c in list_models()]
     (file,) = kept(isolated_home)
@@ -87,3 +91,135 @@ def test_a_long_lived_process_sees_a_rebuilt_catalog(tmp_path: Path, monkeypatch
     build(stubs, db)
     with pytest.raises(UnknownModelError):  # not the pooled connection's view of the replaced file
         resolve("obert-3l-90")
+
+
+def _set(key: str, value: Any) -> Callable[[dict], None]:
+    def change(card: dict) -> None:
+        card[key] = value
+    return change
+
+
+def _set_in(key: str, field: str, value: Any) -> Callable[[dict], None]:
+    def change(card: dict) -> None:
+        card[key][0][field] = value
+    return change
+
+
+# Valid JSON that the dataclasses would take as it is: each field of the wrong type (or one missing, as a kept file
+# of a zoo whose cards had one field less would be) fails later, or shows what the catalog does not hold.
+WRONG_SHAPES = {
+    "sparsity as text": _set("sparsity", "90"), "name a number": _set("name", 5), "layers a float": _set("layers", 12.5),
+    "quantized as bool": _set("quantization", False), "tags a string": _set("tags", "squad"), "tags of numbers": _set("tags", [1]),
+    "metric value as text": _set_in("metrics", "value", "89.1"), "file size as text": _set_in("files", "size", "1"),
+    "alias missing a field": lambda card: card["aliases"][0].pop("verified"), "stages a list": _set("recipe", {"source": "s", "epochs": 1.0, "stages": []}),
+    "one field more": _set("speed", 1.0), "one field less": lambda card: card.pop("expected_speedup_avx2"),
+    "recipe a string": _set("recipe", "none"), "null name": _set("name", None),
+}
+
+
+@pytest.mark.parametrize("change", WRONG_SHAPES.values(), ids=WRONG_SHAPES)
+def test_kept_cards_of_the_wrong_types_are_read_afresh(isolated_home: Path, change: Callable[[dict], None]) -> None:
+    expected = list_models()
+    (file,) = kept(isolated_home)
+    cards = json.loads(file.read_text())
+    target = next(c for c in cards if c["metrics"] and c["files"] and c["aliases"] and c["recipe"])
+    change(target)
+    file.write_text(json.dumps(cards))
+    assert list_models() == expected
+    assert json.loads(file.read_text()) != cards  # rewritten from the catalog
+
+
+def test_a_catalog_edited_in_place_with_its_size_and_time_kept_is_read_afresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a filesystem with whole-second times shows for two writes in one second, or ``cp -p``/``rsync -t --inplace``."""
+    db = tmp_path / "registry.db"
+    shutil.copyfile(bundled_registry(), db)
+    monkeypatch.setenv("ZOO_CATALOG_URL", f"sqlite:///{db}")
+    name = list_models()[0].name
+    before = os.stat(db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE models SET description = 'edited in place' WHERE name = ?", (name,))
+    conn.close()
+    os.utime(db, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(db)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    assert resolve(name).description == "edited in place"
+
+
+def test_changes_held_in_a_write_ahead_log_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "registry.db"
+    shutil.copyfile(bundled_registry(), db)
+    monkeypatch.setenv("ZOO_CATALOG_URL", f"sqlite:///{db}")
+    writer = sqlite3.connect(db)
+    try:
+        writer.execute("PRAGMA journal_mode=WAL")
+        name = list_models()[0].name
+        writer.execute("UPDATE models SET description = 'in the log' WHERE name = ?", (name,))
+        writer.commit()  # the change is in registry.db-wal; registry.db is as it was
+        assert resolve(name).description == "in the log"
+    finally:
+        writer.close()
+
+
+def test_a_catalog_replaced_while_it_is_read_keeps_no_old_cards_under_its_new_identity(
+        isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stubs = tmp_path / "stubs"
+    shutil.copytree(STUBS, stubs)
+    db = tmp_path / "registry.db"
+    build(stubs, db)
+    monkeypatch.setenv("ZOO_CATALOG_URL", f"sqlite:///{db}")
+    read = query._read
+
+    def read_then_rebuilt(url: str, home: Path | None = None) -> list:
+        cards = read(url, home)
+        (stubs / "obert-3l-90.toml").unlink()
+        build(stubs, db)  # `zoo catalog build` in another process lands now
+        return cards
+
+    monkeypatch.setattr(query, "_read", read_then_rebuilt)
+    assert "obert-3l-90" in {c.name for c in list_models()}  # this read began before the rebuild
+    monkeypatch.setattr(query, "_read", read)
+    assert "obert-3l-90" not in {c.name for c in list_models()}
+
+
+def test_a_url_naming_another_file_than_its_path_is_never_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLAlchemy reads ``a%41.db`` as ``aA.db``: the cards of aA.db must not be kept under the identity of a%41.db."""
+    (tmp_path / "a%41.db").write_bytes(bundled_registry().read_bytes())  # unchanged while aA.db goes
+    shutil.copyfile(bundled_registry(), tmp_path / "aA.db")
+    monkeypatch.setenv("ZOO_CATALOG_URL", f"sqlite:///{tmp_path / 'a%41.db'}")
+    assert list_models()
+    (tmp_path / "aA.db").unlink()
+    with pytest.raises(CatalogError, match="cannot read the catalog"):
+        list_models()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a file name that is not UTF-8")
+def test_a_catalog_path_that_is_not_utf8(isolated_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = Path(os.fsdecode(bytes(tmp_path) + b"/r\xe9gistre.db"))
+    shutil.copyfile(bundled_registry(), db)
+    monkeypatch.setenv("ZOO_CATALOG_URL", f"sqlite:///{db}")
+    first = list_models()
+    assert first and list_models() == first and len(kept(isolated_home)) == 1
+
+
+def test_a_planted_temporary_name_is_not_written_through(isolated_home: Path, tmp_path: Path) -> None:
+    """Kept cards are written to a fresh temporary file, never to a name another user of a shared home could guess."""
+    victim = tmp_path / "victim"
+    victim.write_text("mine")
+    list_models()
+    (file,) = kept(isolated_home)
+    file.unlink()
+    guessed = file.with_name(f".{file.name}.{os.getpid()}.tmp")  # the name an earlier version used
+    guessed.symlink_to(victim)
+    list_models()
+    assert victim.read_text() == "mine" and len(kept(isolated_home)) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_where_cards_are_kept_does_not_block(isolated_home: Path) -> None:
+    list_models()
+    (file,) = kept(isolated_home)
+    file.unlink()
+    os.mkfifo(file)
+    code = "from zoo.catalog import list_models; print(len(list_models()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=os.environ)
+    assert out.returncode == 0 and int(out.stdout) > 0, out.stderr

@@ -119,14 +119,19 @@ _kept: set[tuple[str, Path]] = set()  # server catalogs whose snapshot this proc
 
 
 def _read_file(url: str, home: Path) -> list[ModelCard]:
-    """Every card of a file catalog, from the cards kept in ``home`` for it as it is now when there are some."""
+    """Every card of a file catalog, from the cards kept in ``home`` for it as it is now when there are some.
+
+    Cards read afresh are kept only when the file is the same after the read as before it: a catalog replaced
+    while it was read must not leave its old cards under its new identity."""
     db = source.sqlite_file(url)
-    if db is None:
+    if db is None or any(c in str(db) for c in "%#"):  # the file SQLite opens for such a URL is not ``db``
         return _read(url)
-    cards = cardcache.load(home, db)
+    kept = cardcache.path(home, db)
+    cards = cardcache.load(kept) if kept is not None else None
     if cards is None:
         cards = _read(url)
-        cardcache.save(home, db, cards)
+        if kept is not None and cardcache.path(home, db) == kept:
+            cardcache.save(kept, cards)
     return cards
 
 
