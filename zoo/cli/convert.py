@@ -112,6 +112,7 @@ def export_cmd(model: str, output: Path | None, fmt: str, static: str | None, fp
     zoo version. The file is written one tensor at a time: memory stays near the model's own size.
     """
     from zoo.convert.onnx_export import export_optimum, write_onnx
+    from zoo.convert.onnx_file import text
 
     start = time.perf_counter()
     shape = _static_shape(static)
@@ -119,15 +120,16 @@ def export_cmd(model: str, output: Path | None, fmt: str, static: str | None, fp
         raise InputError("--format optimum needs -o DIR, the directory to write")
     source, bert = _load(model)
     bert.require_finite()
-    meta = _provenance(source, bert)
+    # paths (a repo directory's, the output's) as text that JSON, the state database and a terminal take, whatever bytes they hold
+    meta, label = {k: text(v) for k, v in _provenance(source, bert).items()}, text(source.label)
     if fmt == "optimum":
         files = export_optimum(bert, source.path, output, metadata=meta, static=shape,  # type: ignore[arg-type]
                                external_data=external_data or None)
-        result = {"model": source.label, "path": str(output), "format": fmt, "files": files, "metadata": meta,
+        result = {"model": label, "path": text(str(output)), "format": fmt, "files": files, "metadata": meta,
                   "outputs": bert.output_names, "seconds": round(time.perf_counter() - start, 2)}
         if as_json:
             return emit_json(result)
-        console().print(f"wrote {output}: {', '.join(files)} (outputs {', '.join(bert.output_names)}) in {result['seconds']} s")
+        console().print(f"wrote {result['path']}: {', '.join(files)} (outputs {', '.join(bert.output_names)}) in {result['seconds']} s")
         return None
     quantized = bert.quantized and not fp32
     out = output or Path.cwd() / f"{source.name}{'.int8' if quantized else ''}.onnx"
@@ -137,14 +139,14 @@ def export_cmd(model: str, output: Path | None, fmt: str, static: str | None, fp
     kind = "onnx-int8" if quantized else "onnx-fp32"
     for written, suffix in ((done, ""), (done.data, "-data")):
         if written is not None:
-            state.record_artifact(source.label, kind + suffix, str(written.path.resolve()), written.sha256, written.size, home=settings().home)
-    data = done.data and {"path": str(done.data.path), "sha256": done.data.sha256, "bytes": done.data.size}
-    result = {"model": source.label, "path": str(out), "format": fmt, "sha256": done.sha256, "quantized": quantized, "bytes": done.size,
+            state.record_artifact(label, kind + suffix, text(str(written.path.resolve())), written.sha256, written.size, home=settings().home)
+    data = done.data and {"path": text(str(done.data.path)), "sha256": done.data.sha256, "bytes": done.data.size}
+    result = {"model": label, "path": text(str(out)), "format": fmt, "sha256": done.sha256, "quantized": quantized, "bytes": done.size,
               "data": data, "outputs": bert.output_names, "metadata": meta, "seconds": round(time.perf_counter() - start, 2)}
     if as_json:
         return emit_json(result)
-    weights = f", weights in {done.data.path.name} ({done.data.size / 1e6:.1f} MB)" if done.data else ""
-    console().print(f"wrote {out} ({done.size / 1e6:.1f} MB{weights}, {'int8 QDQ' if quantized else 'fp32'}, "
+    weights = f", weights in {text(done.data.path.name)} ({done.data.size / 1e6:.1f} MB)" if done.data else ""
+    console().print(f"wrote {result['path']} ({done.size / 1e6:.1f} MB{weights}, {'int8 QDQ' if quantized else 'fp32'}, "
                     f"outputs {', '.join(bert.output_names)}) sha256 {done.sha256[:16]}... in {result['seconds']} s")
 
 

@@ -191,7 +191,7 @@ def write_onnx(model: BertModel, out: Path, quantized: bool | None = None, metad
     model.require_finite()
     parts = _build(model, quantized, static)
     if metadata:
-        helper.set_model_props(parts.proto, {str(k): str(v) for k, v in metadata.items()})
+        helper.set_model_props(parts.proto, {onnx_file.text(str(k)): onnx_file.text(str(v)) for k, v in metadata.items()})
     return onnx_file.write(parts, out, external_data, data_name)
 
 

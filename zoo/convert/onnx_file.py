@@ -6,6 +6,11 @@ A model within protobuf's 2 GB limit becomes one ``.onnx`` file, byte for byte w
 wire format is written around the tensor bytes: fields in number order, lengths known beforehand). A larger one,
 or any on request, keeps its weights as ONNX external data in a file beside the graph. onnx.checker (full) checks a
 copy of the graph whose weights point at the bytes already written; the files appear, atomically, only after it.
+
+Any array goes: transposed or otherwise strided (written in slices, never copied whole), big-endian or other
+non-native byte orders (ONNX stores little-endian), empty. Temporary files get names of their own (never the output's:
+ONNX refuses a data file name holding ``..`` or not UTF-8), are removed on an error, Ctrl-C or SIGTERM, and the
+data file's final name is checked before anything is written.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +31,7 @@ from zoo.errors import ExportError
 SINGLE_FILE_LIMIT = (1 << 31) - 1  # bytes protobuf parses in one message: a larger graph keeps its weights in a data file
 EXTERNAL_ABOVE = 1024  # bytes (onnx's own threshold): smaller initializers (scales, shapes) stay inline, also in the check
 ALIGN, ALIGN_ABOVE = 1 << 16, 1 << 20  # data-file offsets of tensors from 1 MiB up are 64 KiB multiples, so they can be mapped
+SLICE = 16 << 20  # bytes of a strided or non-native array made contiguous at a time
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,7 @@ class ModelParts:
         out.CopyFrom(self.proto)  # type: ignore[arg-type]
         for name, arr in self.inits:
             if name not in where:
-                out.graph.initializer.append(numpy_helper.from_array(arr, name))
+                out.graph.initializer.append(numpy_helper.from_array(arr.astype(arr.dtype.newbyteorder("="), copy=False), name))
                 continue
             tensor = TensorProto.FromString(_header(name, arr))
             tensor.data_location = TensorProto.EXTERNAL
@@ -93,7 +102,11 @@ def _header(name: str, arr: np.ndarray) -> bytes:
     """A TensorProto's fields before ``raw_data`` (dims, data_type, name), serialized."""
     from onnx import TensorProto, helper
 
-    return TensorProto(dims=arr.shape, data_type=helper.np_dtype_to_tensor_dtype(arr.dtype), name=name).SerializeToString()
+    try:
+        data_type = helper.np_dtype_to_tensor_dtype(arr.dtype.newbyteorder("="))
+    except (ValueError, KeyError, TypeError):
+        raise ExportError(f"initializer {name!r}: ONNX has no tensor type for numpy {arr.dtype}") from None
+    return TensorProto(dims=arr.shape, data_type=data_type, name=name).SerializeToString()
 
 
 def _single_file(parts: ModelParts) -> tuple[list, int]:
@@ -113,10 +126,15 @@ def _single_file(parts: ModelParts) -> tuple[list, int]:
 
 
 class _Sink:
-    """A file being written, hashed as it goes."""
+    """A new temporary file in ``directory``, hashed as it is written. Its name is random and its own (never derived
+    from the output's); it is created exclusively (never an existing file, nor a link planted under a guessable name)
+    and listed in ``made`` at once, for the caller to remove."""
 
-    def __init__(self, path: Path) -> None:
-        self.file, self.hash, self.size = path.open("wb"), hashlib.sha256(), 0
+    def __init__(self, directory: Path, role: str, made: list[Path]) -> None:
+        self.path = directory / f".zoo-export-{os.urandom(6).hex()}.{role}.tmp"
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        made.append(self.path)
+        self.file, self.hash, self.size = open(fd, "wb"), hashlib.sha256(), 0
 
     def __enter__(self) -> _Sink:
         return self
@@ -132,9 +150,23 @@ class _Sink:
     def tensor(self, arr: np.ndarray, align: int = 1) -> tuple[int, int]:
         """Writes ``arr`` as ONNX stores it (C order, little-endian) at a multiple of ``align``; returns (offset, length)."""
         self.write(b"\0" * (-self.size % align))
-        start, flat = self.size, np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
-        self.write(flat)
-        return start, flat.size
+        start = self.size
+        for piece in _little_endian_bytes(arr):
+            self.write(piece)
+        return start, self.size - start
+
+
+def _little_endian_bytes(arr: np.ndarray) -> Iterator[np.ndarray]:
+    """``arr``'s bytes in C order and little-endian, as flat uint8 arrays: the array itself when it is already so
+    laid out, else slices of at most ``SLICE`` bytes made contiguous one at a time (a transposed 2 GB weight is never
+    copied whole)."""
+    little = arr.dtype.newbyteorder("<")
+    if arr.ndim == 0 or (arr.flags.c_contiguous and arr.dtype == little) or arr.size == 0:
+        yield np.ascontiguousarray(arr, dtype=little).reshape(-1).view(np.uint8)
+        return
+    rows = max(1, SLICE // max(1, arr[0].nbytes))
+    for i in range(0, len(arr), rows):
+        yield np.ascontiguousarray(arr[i:i + rows], dtype=little).reshape(-1).view(np.uint8)
 
 
 def _stream_single(pieces: list, sink: _Sink) -> dict[str, tuple[int, int]]:
@@ -155,15 +187,64 @@ def _stream_data(parts: ModelParts, sink: _Sink) -> dict[str, tuple[int, int]]:
     return {name: sink.tensor(arr, ALIGN if arr.nbytes >= ALIGN_ABOVE else 1) for name, arr in parts.inits if arr.nbytes >= EXTERNAL_ABOVE}
 
 
-def _check(skeleton, path: Path) -> None:  # noqa: ANN001 - onnx.ModelProto
-    """onnx.checker (full) on ``skeleton``, whose weights are external data; written to ``path`` so that they resolve."""
+def text(value: str) -> str:
+    """``value`` as text that UTF-8 (protobuf strings, JSON, SQLite, a terminal) takes: the undecodable bytes of a
+    name from a non-UTF-8 filesystem, which Python holds as lone surrogates, shown as escapes."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _utf8(value: str) -> bool:
+    return text(value) == value
+
+
+def _check(skeleton, directory: Path, made: list[Path]) -> None:  # noqa: ANN001 - onnx.ModelProto
+    """onnx.checker (full) on ``skeleton``, whose weights are external data; written to a file in ``directory`` so
+    that they resolve."""
     import onnx
 
-    path.write_bytes(skeleton.SerializeToString())
+    with _Sink(directory, "check", made) as file:
+        file.write(skeleton.SerializeToString())
     try:
-        onnx.checker.check_model(str(path), full_check=True)
+        onnx.checker.check_model(str(file.path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(f"exported graph failed onnx.checker: {str(exc).splitlines()[0]}") from None
+
+
+def _refuse(out: Path, data_path: Path | None, size: int) -> None:
+    """Refuse, before anything is written, an output no file can be written to or no ONNX reader would load."""
+    for path in (out, data_path):
+        if path is not None and path.is_dir():
+            raise ExportError(f"cannot write {text(str(path))}: it is a directory", "name the .onnx file to write")
+    if not _utf8(str(out.parent)):
+        raise ExportError(f"cannot export into {text(str(out.parent))}: onnx.checker opens only UTF-8 paths")
+    if data_path is None:
+        if size > SINGLE_FILE_LIMIT:
+            raise ExportError(f"the graph is {size / 1e9:.2f} GB, over protobuf's 2 GB limit for one file",
+                              "keep its weights as external data")
+    elif data_path == out:
+        raise ExportError(f"the weights' data file cannot be the graph's own file {text(str(out))}")
+    elif ".." in data_path.name or not _utf8(data_path.name):
+        raise ExportError(f"cannot keep the weights in '{text(data_path.name)}': ONNX readers refuse a data file name that holds '..' "
+                          "or is not UTF-8", "choose another output name")
+
+
+@contextlib.contextmanager
+def _terminable() -> Iterator[None]:
+    """SIGTERM ends the process by ``SystemExit`` meanwhile, so that ``finally`` blocks remove temporary files (its
+    default ends the process on the spot, leaving gigabytes in hidden files); only in the main thread, and only where
+    nothing else handles SIGTERM."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def write(parts: ModelParts, out: Path, external_data: bool | None = None, data_name: str | None = None) -> Exported:
@@ -174,28 +255,29 @@ def write(parts: ModelParts, out: Path, external_data: bool | None = None, data_
     external = size > SINGLE_FILE_LIMIT if external_data is None else external_data
     out = Path(out)
     data_path = out.with_name(data_name or f"{out.name}.data")
-    temp = {role: out.with_name(f".{name}.{os.getpid()}.tmp") for role, name in (("graph", out.name), ("data", data_path.name),
-                                                                                ("check", f"{out.name}.check"))}
+    _refuse(out, data_path if external else None, size)
+    made: list[Path] = []
     data = None
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if external:
-            with _Sink(temp["data"]) as sink:
-                where = _stream_data(parts, sink)
-            data = Exported(data_path, sink.hash.hexdigest(), sink.size)
-            with _Sink(temp["graph"]) as graph:
-                graph.write(parts.with_tensors(where, data_path.name).SerializeToString())
-        else:
-            with _Sink(temp["graph"]) as graph:
-                where = _stream_single(pieces, graph)
-        _check(parts.with_tensors(where, temp["data" if external else "graph"].name), temp["check"])
-        if data is not None:
-            os.replace(temp["data"], data_path)
-        os.replace(temp["graph"], out)
+        with _terminable():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if external:
+                with _Sink(out.parent, "data", made) as weights:
+                    where = _stream_data(parts, weights)
+                data = Exported(data_path, weights.hash.hexdigest(), weights.size)
+                with _Sink(out.parent, "graph", made) as graph:
+                    graph.write(parts.with_tensors(where, data_path.name).SerializeToString())
+            else:
+                with _Sink(out.parent, "graph", made) as graph:
+                    where = _stream_single(pieces, graph)
+            _check(parts.with_tensors(where, (weights if external else graph).path.name), out.parent, made)
+            if external:
+                os.replace(weights.path, data_path)
+            os.replace(graph.path, out)
     except OSError as exc:
-        raise ExportError(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise ExportError(f"cannot write {text(str(out))}: {exc.strerror or exc}") from None
     finally:
-        for path in temp.values():
+        for path in made:
             with contextlib.suppress(OSError):  # an unwritable directory holds none of them
                 path.unlink(missing_ok=True)
     return Exported(out, graph.hash.hexdigest(), graph.size, data)
