@@ -111,7 +111,8 @@ WRONG_SHAPES = {
     "sparsity as text": _set("sparsity", "90"), "name a number": _set("name", 5), "layers a float": _set("layers", 12.5),
     "quantized as bool": _set("quantization", False), "tags a string": _set("tags", "squad"), "tags of numbers": _set("tags", [1]),
     "metric value as text": _set_in("metrics", "value", "89.1"), "file size as text": _set_in("files", "size", "1"),
-    "alias missing a field": lambda card: card["aliases"][0].pop("verified"), "stages a list": _set("recipe", {"source": "s", "epochs": 1.0, "stages": []}),
+    "alias missing a field": lambda card: card["aliases"][0].pop("verified"),
+    "stages a list": _set("recipe", {"source": "s", "epochs": 1.0, "stages": []}),
     "one field more": _set("speed", 1.0), "one field less": lambda card: card.pop("expected_speedup_avx2"),
     "recipe a string": _set("recipe", "none"), "null name": _set("name", None),
 }
