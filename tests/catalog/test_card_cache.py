@@ -224,3 +224,33 @@ def test_a_fifo_where_cards_are_kept_does_not_block(isolated_home: Path) -> None
     code = "from zoo.catalog import list_models; print(len(list_models()))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=os.environ)
     assert out.returncode == 0 and int(out.stdout) > 0, out.stderr
+
+
+@pytest.mark.parametrize("target", ["directory", "not sqlite"])
+def test_a_catalog_url_naming_no_sqlite_file_is_one_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str) -> None:
+    where = tmp_path / target
+    if target == "directory":
+        where.mkdir()
+    else:
+        where.write_bytes(b"just text, " * 1000)
+    monkeypatch.setenv("ZOO_CATALOG_URL", f"sqlite:///{where}")
+    with pytest.raises(CatalogError, match="cannot read the catalog"):
+        list_models()
+
+
+def test_a_huge_kept_file_is_not_read_whole(isolated_home: Path) -> None:
+    """Valid cards followed by 20 MB of JSON whitespace: over the bound a sound file could reach, so read afresh."""
+    expected = list_models()
+    (file,) = kept(isolated_home)
+    sound = file.read_bytes()
+    file.write_bytes(sound + b" " * (20 << 20))
+    assert list_models() == expected and file.read_bytes() == sound
+
+
+def test_processes_keeping_the_same_cards_at_once(isolated_home: Path) -> None:
+    code = "import json; from zoo.catalog import list_models; print(json.dumps([c.to_dict() for c in list_models()]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=os.environ) for _ in range(4)]
+    outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs) and all(o == outs[0] for o in outs) and outs[0]
+    assert len(kept(isolated_home)) == 1 and not list((isolated_home / "catalog" / "cards").glob(".*"))  # no temporary left
+    assert json.loads(json.dumps([c.to_dict() for c in list_models()])) == outs[0]

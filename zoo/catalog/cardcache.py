@@ -56,11 +56,10 @@ def _open_regular(file: Path) -> BinaryIO | None:
         fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError:
         return None
-    f = open(fd, "rb")  # noqa: SIM115 - the caller closes it
     if not stat.S_ISREG(os.fstat(fd).st_mode):
-        f.close()
+        os.close(fd)
         return None
-    return f
+    return open(fd, "rb")
 
 
 def _content(db: Path) -> tuple[str, int] | None:
