@@ -44,3 +44,21 @@ def test_urls_given_to_sqlalchemy() -> None:
     assert (read.database, dict(read.query)) == ("file:/x/registry.db", {"mode": "ro", "uri": "true"})
     assert driver_url("sqlite:////x/registry.db", write=True).database == "/x/registry.db"
     assert masked(f"postgresql://u:{SECRET}@h:5/db") == "postgresql://u:***@h:5/db"
+
+
+def test_sqlite_file_names_with_uri_characters_open_that_file(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    """The read-only ``file:`` URI SQLite is given percent-encodes the path: '#' would end it (a fragment), '%41'
+    would be decoded to another file's name."""
+    import shutil
+
+    from zoo.config import bundled_registry
+
+    decoy = tmp_path / "h"
+    shutil.copyfile(bundled_registry(), decoy)  # what a path cut at '#' would open instead
+    for name in ("h#x.db", "a%41 é.db"):
+        shutil.copyfile(bundled_registry(), tmp_path / name)
+        res = cli("list", "--json", env={"ZOO_CATALOG_URL": f"sqlite:///{tmp_path / name}"})
+        assert res.code == 0 and len(res.json()) > 10, res.err
+    decoy.write_bytes(b"not a database")
+    res = cli("list", "--json", env={"ZOO_CATALOG_URL": f"sqlite:///{tmp_path / 'h#x.db'}"})
+    assert res.code == 0 and len(res.json()) > 10, res.err
