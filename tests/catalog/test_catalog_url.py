@@ -47,17 +47,17 @@ def test_urls_given_to_sqlalchemy() -> None:
 
 
 def test_sqlite_file_names_with_uri_characters_open_that_file(cli, tmp_path: Path) -> None:  # noqa: ANN001
-    """The read-only ``file:`` URI SQLite is given percent-encodes the path: '#' would end it (a fragment), '%41'
-    would be decoded to another file's name."""
+    """The read-only ``file:`` URI SQLite is given percent-encodes the path: '#' would end it (a fragment), '%'
+    would be decoded again (the catalog URL itself is a URL: '%' is written '%25' there, as SQLAlchemy reads it)."""
     import shutil
 
     from zoo.config import bundled_registry
 
     decoy = tmp_path / "h"
     shutil.copyfile(bundled_registry(), decoy)  # what a path cut at '#' would open instead
-    for name in ("h#x.db", "a%41 é.db"):
+    for name, in_url in (("h#x.db", "h#x.db"), ("a%41 é.db", "a%2541 é.db")):
         shutil.copyfile(bundled_registry(), tmp_path / name)
-        res = cli("list", "--json", env={"ZOO_CATALOG_URL": f"sqlite:///{tmp_path / name}"})
+        res = cli("list", "--json", env={"ZOO_CATALOG_URL": f"sqlite:///{tmp_path / in_url}"})
         assert res.code == 0 and len(res.json()) > 10, res.err
     decoy.write_bytes(b"not a database")
     res = cli("list", "--json", env={"ZOO_CATALOG_URL": f"sqlite:///{tmp_path / 'h#x.db'}"})
