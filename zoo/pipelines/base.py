@@ -19,6 +19,19 @@ import numpy as np
 TRUNCATING_KEPT = 8
 
 
+def length_batches(lengths: list[int], size: int, tokens: int | None = None) -> list[list[int]]:
+    """Indices into ``lengths`` in engine batches: shortest first (ties in input order), at most ``size`` per batch
+    and, with ``tokens``, at most ``tokens`` once padded to the batch's longest (one longer input goes alone)."""
+    batches: list[list[int]] = []
+    rows: list[int] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if rows and (len(rows) == size or (tokens is not None and (len(rows) + 1) * lengths[i] > tokens)):
+            batches.append(rows)
+            rows = []
+        rows.append(i)
+    return batches + [rows] if rows else batches
+
+
 @dataclass(frozen=True)
 class Job:
     """One input: its encodings, and ``finish`` turning their outputs (one dict per encoding) into its answer."""
@@ -61,16 +74,16 @@ class Pipeline:
     def forward(self, encodings: list[Any], batch_size: int | None = None) -> list[dict[str, np.ndarray]]:
         """The engine's outputs for each encoding (token outputs cut to the encoding's length).
 
-        Encodings are grouped by length into batches of ``batch_size`` (padding stays small); the order
-        of the result is the order of ``encodings``.
+        Encodings are grouped by length into batches (``length_batches``) of at most ``batch_size`` and at most the
+        engine's ``batch_tokens`` padded tokens, each padded only to its own longest; the order of the result is
+        the order of ``encodings``.
         """
         size = max(1, batch_size or self.batch_size)
         per_token = self.config.head is None or self.config.head.span
-        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         results: list[dict[str, np.ndarray]] = [{} for _ in encodings]
-        for at in range(0, len(order), size):
-            rows = order[at:at + size]
-            width = max(len(encodings[i].ids) for i in rows)
+        lengths = [len(e.ids) for e in encodings]
+        for rows in length_batches(lengths, size, getattr(self.engine, "batch_tokens", None)):
+            width = max(lengths[i] for i in rows)
             ids = np.zeros((len(rows), width), dtype=np.int64)
             mask, types = np.zeros_like(ids), np.zeros_like(ids)
             for row, i in enumerate(rows):

@@ -33,6 +33,15 @@ def decode_spans(p_start: np.ndarray, p_end: np.ndarray, desired: np.ndarray, to
                  max_answer_len: int) -> list[tuple[int, int, float]]:
     """(start token, end token, score) of the ``top_k`` best spans (start <= end < start + max_answer_len), best
     first, those touching a token outside ``desired`` dropped afterwards (so fewer than ``top_k`` may come back)."""
+    best = _best_in_band(p_start[0], p_end[0], top_k, max_answer_len)
+    starts, ends, scores = best if best is not None else _best_of_all(p_start, p_end, top_k, max_answer_len)
+    keep = np.isin(starts, desired.nonzero()) & np.isin(ends, desired.nonzero())
+    return [(int(s), int(e), float(v)) for s, e, v in zip(starts[keep], ends[keep], scores[keep], strict=True)]
+
+
+def _best_of_all(p_start: np.ndarray, p_end: np.ndarray, top_k: int, max_answer_len: int) -> tuple[np.ndarray, ...]:
+    """transformers' selection: every start x end product, outside the band zeroed, the ``top_k`` largest of the
+    n x n matrix (argmax, or argpartition then argsort: equal scores come back in numpy's order)."""
     outer = np.matmul(np.expand_dims(p_start, -1), np.expand_dims(p_end, 1))
     candidates = np.tril(np.triu(outer), max_answer_len - 1)
     flat = candidates.flatten()
@@ -44,8 +53,25 @@ def decode_spans(p_start: np.ndarray, p_end: np.ndarray, desired: np.ndarray, to
         idx = np.argpartition(-flat, top_k)[0:top_k]
         order = idx[np.argsort(-flat[idx])]
     starts, ends = np.unravel_index(order, candidates.shape)[1:]
-    keep = np.isin(starts, desired.nonzero()) & np.isin(ends, desired.nonzero())
-    return [(int(s), int(e), float(candidates[0, s, e])) for s, e in zip(starts[keep], ends[keep], strict=True)]
+    return starts, ends, flat[order]
+
+
+def _best_in_band(p_start: np.ndarray, p_end: np.ndarray, top_k: int, max_answer_len: int) -> tuple[np.ndarray, ...] | None:
+    """``_best_of_all``'s answer from the band alone (n x max_answer_len products instead of n x n), or None when
+    it might differ: when fewer than ``top_k`` spans score above 0 or the ``top_k + 1`` best include equal scores
+    (whose order only the full matrix's selection decides)."""
+    width = min(max_answer_len, p_start.size)
+    ends = np.concatenate([p_end, np.zeros(width - 1, dtype=p_end.dtype)])
+    band = (p_start[:, None] * np.lib.stride_tricks.sliding_window_view(ends, width)).ravel()  # [start, length - 1]
+    if band.size <= top_k:
+        return None
+    top = np.sort(np.partition(band, band.size - top_k - 1)[band.size - top_k - 1:])[::-1]
+    if not (top[top_k - 1] > 0 and np.all(top[:-1] > top[1:])):
+        return None
+    found = np.flatnonzero(band >= top[top_k - 1])
+    found = found[np.argsort(-band[found])]
+    starts = found // width
+    return starts, starts + found % width, band[found]
 
 
 def best_spans(start: np.ndarray, end: np.ndarray, undesired: np.ndarray, top_k: int, max_answer_len: int) -> list[tuple[int, int, float]]:

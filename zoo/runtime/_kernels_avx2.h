@@ -136,29 +136,38 @@ AVX2 static void rg_b4_group_avx2(const float *vals, const int32_t *cols, int64_
     rg_f32_group_avx2(4, vals, cols, a, b, Xt, y, bias, n, act);
 }
 
-/* Y[r][0:N] = sum_k A(r, k) B[k][0:N] for N a multiple of 16: 6 rows x 16 columns per step (12 accumulators, 2 loads
- * and 6 broadcasts feed 12 FMAs); rows past R repeat the last row and are not stored */
+/* Y[r][0:N] = sum_k A(r, k) B[k][0:N] for N a multiple of 8: 6 rows x 16 columns per step (12 accumulators, 2 loads
+ * and 6 broadcasts feed 12 FMAs), a last 8 columns 6 rows x 8; every element is one FMA chain over k from zero, so
+ * its value does not depend on which step computed it. Rows past R repeat the last row and are not stored. */
 AVX2 static void gemm_rows_avx2(const float *A, int64_t ars, int64_t aks, const float *B, int64_t ldb, float *Y, int64_t ldy,
                                 int64_t R, int64_t Kd, int64_t N) {
     for (int64_t n0 = 0; n0 < N; n0 += 16) {
+        const int two = N - n0 >= 16;
         for (int64_t r0 = 0; r0 < R; r0 += 6) {
             const float *a[6];
             for (int i = 0; i < 6; i++) a[i] = A + (r0 + i < R ? r0 + i : R - 1) * ars;
             __m256 c[6][2];
             for (int i = 0; i < 6; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
-            for (int64_t k = 0; k < Kd; k++) {
-                const float *bk = B + k * ldb + n0;
-                const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
+            if (two)
+                for (int64_t k = 0; k < Kd; k++) {
+                    const float *bk = B + k * ldb + n0;
+                    const __m256 b0 = _mm256_loadu_ps(bk), b1 = _mm256_loadu_ps(bk + 8);
 #pragma GCC unroll 6
-                for (int i = 0; i < 6; i++) {
-                    const __m256 w = _mm256_broadcast_ss(a[i] + k * aks);
-                    c[i][0] = _mm256_fmadd_ps(w, b0, c[i][0]);
-                    c[i][1] = _mm256_fmadd_ps(w, b1, c[i][1]);
+                    for (int i = 0; i < 6; i++) {
+                        const __m256 w = _mm256_broadcast_ss(a[i] + k * aks);
+                        c[i][0] = _mm256_fmadd_ps(w, b0, c[i][0]);
+                        c[i][1] = _mm256_fmadd_ps(w, b1, c[i][1]);
+                    }
                 }
-            }
+            else
+                for (int64_t k = 0; k < Kd; k++) {
+                    const __m256 b0 = _mm256_loadu_ps(B + k * ldb + n0);
+#pragma GCC unroll 6
+                    for (int i = 0; i < 6; i++) c[i][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(a[i] + k * aks), b0, c[i][0]);
+                }
             for (int i = 0; i < 6 && r0 + i < R; i++) {
                 _mm256_storeu_ps(Y + (r0 + i) * ldy + n0, c[i][0]);
-                _mm256_storeu_ps(Y + (r0 + i) * ldy + n0 + 8, c[i][1]);
+                if (two) _mm256_storeu_ps(Y + (r0 + i) * ldy + n0 + 8, c[i][1]);
             }
         }
     }

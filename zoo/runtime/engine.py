@@ -2,8 +2,9 @@
 
 Activations stay features x tokens ([hidden, batch*seq]) through the encoder so the sparse kernels
 stream contiguous token vectors; attention runs per (sequence, head) in one C kernel (scores, masked
-softmax, context); LayerNorm reduces over the feature axis. QAT models reproduce every fake-quant point of
-the reference (int8 kernels where the Linear allows, quantize-dequantize elsewhere).
+softmax, context; trailing padding keys skipped); LayerNorm reduces over the feature axis. QAT models
+reproduce every fake-quant point of the reference (int8 kernels where the Linear allows, quantize-dequantize
+elsewhere). A large batch runs as consecutive sub-batches of about ``BATCH_TOKENS`` tokens.
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ from zoo.errors import InputError
 from zoo.runtime import _kernels as K
 from zoo.runtime.pack import PackedLinear, pack_linear
 from zoo.runtime.workspace import Workspace, WorkspacePool
+
+# Tokens per forward pass: a call with more runs as consecutive sub-batches of whole sequences (at least one), so the
+# activation buffers a call takes stay bounded whatever its batch (the FFN's 3072 x 4096 floats: 50 MB). Not much
+# smaller: a pass pays ~60 OpenMP fork/joins, and with 2 threads on a shared CPU, passes of one 384-token window ran
+# ~30% slower than passes of eight (obert-3l-80-quant, Zen 3; at 1 thread the pass size made no clear difference).
+# Pipelines batch up to this many padded tokens.
+BATCH_TOKENS = 4096
+# Sequences run padded to a multiple of this many positions (past the last attended key, so never attended; their
+# outputs are cut off): the vector bodies take tokens 8 at a time and hand a remainder to the portable body, whose
+# rounding differs (no FMA), so a token's result would depend on where its batch put it. Padded, every token of a
+# QAT model takes the same arithmetic alone or in any batch, at ~1% more tokens on SQuAD-sized windows.
+LANES = 8
 
 
 def model_inputs(model: BertModel, input_ids: np.ndarray, attention_mask: np.ndarray | None,
@@ -45,7 +58,7 @@ def model_inputs(model: BertModel, input_ids: np.ndarray, attention_mask: np.nda
         if v.min() < 0 or v.max() >= limit:
             raise InputError(f"{name} must lie in [0, {limit}); got values in [{v.min()}, {v.max()}]",
                              "the tokenizer and the model's config disagree on the vocabulary")
-    return ids, mask, types
+    return np.ascontiguousarray(ids), np.ascontiguousarray(mask), np.ascontiguousarray(types)  # the C kernels read rows
 
 
 def _integers(value: object, name: str) -> np.ndarray:
@@ -116,6 +129,7 @@ class Engine:
     layers: list[EngineLayer]
     compile_seconds: float = 0.0
     workspaces: WorkspacePool = field(default_factory=WorkspacePool, compare=False)
+    batch_tokens: int | None = BATCH_TOKENS  # None: every call in one pass
     tables: dict[str, np.ndarray] = field(init=False, repr=False)  # embedding tables, fake-quantized once (elementwise)
 
     def __post_init__(self) -> None:
@@ -150,13 +164,13 @@ class Engine:
         K.embed(*self._table_ptrs, ids.ctypes.data, types.ctypes.data, batch, seq, hidden, ws.ptr(x), self.threads)
         return layer_norm_ft(x, None, self._embed_norm, self.threads, ws)
 
-    def _attention(self, qkv: np.ndarray, layer: EngineLayer, batch: int, seq: int, mask_add: np.ndarray,
+    def _attention(self, qkv: np.ndarray, layer: EngineLayer, batch: int, seq: int, mask_add: np.ndarray, keys: np.ndarray,
                    ws: Workspace) -> np.ndarray:
         c = self.model.config
         d = c.hidden // c.heads
         out = ws.get("context", (c.hidden, batch * seq))
         K.attention(ws.ptr(qkv), ws.ptr(out), mask_add.ctypes.data, batch, seq, c.heads, d,
-                    float(1.0 / np.sqrt(np.float32(d))), layer.attn_qparams.ctypes.data, self.threads)
+                    float(1.0 / np.sqrt(np.float32(d))), layer.attn_qparams.ctypes.data, self.threads, keys.ctypes.data)
         return out
 
     def _head(self, lin: Linear, x: np.ndarray) -> np.ndarray:
@@ -166,23 +180,30 @@ class Engine:
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray | None = None,
                  token_type_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
         ids, mask, types = model_inputs(self.model, input_ids, attention_mask, token_type_ids)
+        seq, keys = ids.shape[1], attended_keys(mask)
+        ids, mask, types = (lane_padded(a, self.model.config.max_positions) for a in (ids, mask, types))
+        rows = max(1, self.batch_tokens // ids.shape[1]) if self.batch_tokens else len(ids)
         ws = self.workspaces.take()
         try:
-            return self._forward(ids, mask, types, ws)
+            parts = [self._forward(ids[at:at + rows], mask[at:at + rows], types[at:at + rows], keys[at:at + rows], seq, ws)
+                     for at in range(0, len(ids), rows)]
         finally:
             self.workspaces.give(ws)
+        return parts[0] if len(parts) == 1 else {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
-    def _forward(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray, ws: Workspace) -> dict[str, np.ndarray]:
-        batch, seq = ids.shape
+    def _forward(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray, keys: np.ndarray, seq: int,
+                 ws: Workspace) -> dict[str, np.ndarray]:
+        """Outputs for the first ``seq`` positions of ``ids`` (the rest is lane padding, never attended)."""
+        batch, width = ids.shape
         mask_add = np.ascontiguousarray((1.0 - mask.astype(np.float32)) * np.float32(MASK_VALUE), dtype=np.float32)
         x = self._embed(ids, types, ws)
         for layer in self.layers:
             qkv = layer.qkv(x, ws)
-            ctx = self._attention(qkv, layer, batch, seq, mask_add, ws)
+            ctx = self._attention(qkv, layer, batch, width, mask_add, keys, ws)
             x = layer_norm_ft(layer.attn_out(ctx, ws), x, layer.ln_attn, self.threads, ws)
             hidden = layer.ffn_in(x, ws, gelu=True)
             x = layer_norm_ft(layer.ffn_out(hidden, ws), x, layer.ln_out, self.threads, ws)
-        tokens = x.T.reshape(batch, seq, -1)
+        tokens = x.T.reshape(batch, width, -1)[:, :seq]
         m = self.model
         if m.head is None or m.head_linear is None:
             return {"last_hidden_state": tokens.copy()}  # a copy even when contiguous: ``tokens`` may view ``ws``
@@ -191,6 +212,20 @@ class Engine:
             if m.pooler is not None:
                 tokens = np.tanh(self._head(m.pooler, tokens))
         return m.head.outputs_of(self._head(m.head_linear, tokens), lambda a, i: np.ascontiguousarray(a[..., i]))
+
+
+def lane_padded(a: np.ndarray, limit: int) -> np.ndarray:
+    """``a`` [batch, seq] with zero columns up to a multiple of ``LANES`` (not past ``limit`` positions)."""
+    width = min(-(-a.shape[1] // LANES) * LANES, max(limit, a.shape[1]))
+    return a if width == a.shape[1] else np.pad(a, ((0, 0), (0, width - a.shape[1])))
+
+
+def attended_keys(mask: np.ndarray) -> np.ndarray:
+    """Per sequence, how many leading keys the attention kernel must visit: up to the last attended one (the keys
+    after it are padding whose softmax weight is 0); every key when none is attended, as the reference does."""
+    attended = mask != 0
+    last = mask.shape[1] - np.argmax(attended[:, ::-1], axis=1)
+    return np.ascontiguousarray(np.where(attended.any(axis=1), last, mask.shape[1]), dtype=np.int64)
 
 
 def _attention_qparams(aq: AttentionQuant | None) -> np.ndarray:
