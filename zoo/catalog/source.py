@@ -67,7 +67,7 @@ def driver_url(url: str, *, write: bool = False) -> URL:
         parsed = parsed.set(drivername=DRIVERS[parsed.drivername])
     db = parsed.database
     if parsed.get_backend_name() == "sqlite" and not write and db and db != ":memory:" and not db.startswith("file:"):
-        parsed = parsed.set(database="file:" + quote(db, safe="/"), query={**parsed.query, "mode": "ro", "uri": "true"})
+        parsed = parsed.set(database="file:" + quote(db, safe="/", errors="surrogateescape"), query={**parsed.query, "mode": "ro", "uri": "true"})
     return parsed
 
 
