@@ -124,7 +124,7 @@ def _read_file(url: str, home: Path) -> list[ModelCard]:
     Cards read afresh are kept only when the file is the same after the read as before it: a catalog replaced
     while it was read must not leave its old cards under its new identity."""
     db = source.sqlite_file(url)
-    if db is None or any(c in str(db) for c in "%#"):  # the file SQLite opens for such a URL is not ``db``
+    if db is None:
         return _read(url)
     kept = cardcache.path(home, db)
     cards = cardcache.load(kept) if kept is not None else None
@@ -150,7 +150,7 @@ def _cards(settings: Settings | None = None) -> list[ModelCard]:
         return cards
     mine = _read_file(mine_url, s.home)
     taken = _lookup_table(cards)
-    clashes = {k: c.name for c in mine for k in (c.name.lower(), *(a.name.lower() for a in c.aliases)) if k in taken}
+    clashes = {k: name for k, name in _lookup_table(mine).items() if k in taken}
     if clashes:
         raise user.clash(s.home, clashes, source.masked(url))
     return sorted(cards + mine, key=lambda c: c.name)

@@ -55,8 +55,8 @@ def is_file(url: str) -> bool:
 def sqlite_file(url: str) -> Path | None:
     """The file of a plain ``sqlite:///PATH`` catalog URL (no driver or query options), else None."""
     prefix = "sqlite:///"
-    if not url.startswith(prefix) or "?" in url or len(url) == len(prefix):
-        return None
+    if not url.startswith(prefix) or len(url) == len(prefix) or any(c in url for c in "?%#"):
+        return None  # options, or a path SQLAlchemy decodes ('%XX') or parses ('#'): the file opened may not be this one
     return Path(url[len(prefix):])
 
 
