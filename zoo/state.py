@@ -1,120 +1,59 @@
-"""The user's state database (``$ZOO_HOME/state.db``, SQLite through SQLAlchemy), separate from registry.db.
+"""The user's state database (``$ZOO_HOME/state.db``, SQLite through the stdlib ``sqlite3``), separate from registry.db.
 
 Holds what this machine did and measured: benchmark runs, exported artifacts, installed models with the
 hash each file was verified against, hashes pinned on first use, and install-time validation verdicts.
+
+It is always a local SQLite file, so it does without SQLAlchemy (the catalog keeps it): importing SQLAlchemy and
+its ORM cost every ``zoo download`` about 0.4 s. The schema is the one SQLAlchemy created, DDL text included, so
+existing state.db files read and write unchanged: JSON columns hold ``json.dumps`` text, BOOLEAN columns 0 or 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import JSON, String, create_engine, select
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from zoo import config
 from zoo.errors import StateError
 
+# Column definitions exactly as SQLAlchemy wrote them; the DDL below is joined the way it joined them.
+_TABLES: dict[str, tuple[str, ...]] = {
+    "bench_runs": ("id INTEGER NOT NULL", "at VARCHAR(32) NOT NULL", "model VARCHAR(256) NOT NULL", "synthetic BOOLEAN NOT NULL",
+                   "engine VARCHAR NOT NULL", "batch INTEGER NOT NULL", "seq INTEGER NOT NULL", "threads INTEGER NOT NULL",
+                   "runs INTEGER NOT NULL", "p50_ms DOUBLE NOT NULL", "p90_ms DOUBLE NOT NULL", "items_per_s DOUBLE NOT NULL",
+                   "speedup_vs_ort_fp32 DOUBLE", "extra JSON NOT NULL", "PRIMARY KEY (id)"),
+    # A derived file (an exported ONNX graph) with the hash it was written with; one row per path.
+    "artifacts": ("id INTEGER NOT NULL", "at VARCHAR(32) NOT NULL", "model VARCHAR(256) NOT NULL", "kind VARCHAR NOT NULL",
+                  "path VARCHAR(4096) NOT NULL", "sha256 VARCHAR(64) NOT NULL", "size INTEGER NOT NULL", "PRIMARY KEY (id)"),
+    # One installed catalog model: where it came from, at which commit, when it was last verified.
+    "installs": ("name VARCHAR(256) NOT NULL", "repo VARCHAR(512) NOT NULL", "revision VARCHAR(256) NOT NULL", '"commit" VARCHAR(64)',
+                 "source VARCHAR(1024) NOT NULL", "installed_at VARCHAR(32) NOT NULL", "verified_at VARCHAR(32) NOT NULL",
+                 "files JSON NOT NULL", "PRIMARY KEY (name)"),
+    # A sha256 trusted on first use for a file the catalog has no hash for (repo, commit or revision, path).
+    "pins": ("repo VARCHAR(512) NOT NULL", "revision VARCHAR(256) NOT NULL", "path VARCHAR(1024) NOT NULL", "sha256 VARCHAR(64) NOT NULL",
+             "size INTEGER NOT NULL", "source VARCHAR(1024) NOT NULL", "pinned_at VARCHAR(32) NOT NULL", "PRIMARY KEY (repo, revision, path)"),
+    # An install-time check of the engine: outputs against the reference and latency against onnxruntime.
+    "validations": ("id INTEGER NOT NULL", "at VARCHAR(32) NOT NULL", "model VARCHAR(256) NOT NULL", "record JSON NOT NULL",
+                    "PRIMARY KEY (id)"),
+}
+_INDEXES = {"bench_runs": ("at", "model"), "artifacts": ("model", "path"), "validations": ("model", "at")}
+# Each table, then its indexes: the order SQLAlchemy created them in, so a fresh file has the same page layout.
+_DDL = "".join(f"CREATE TABLE IF NOT EXISTS {t} (\n\t" + ", \n\t".join(cols) + "\n);\n"
+               + "".join(f"CREATE INDEX IF NOT EXISTS ix_{t}_{c} ON {t} ({c});\n" for c in _INDEXES.get(t, ())) for t, cols in _TABLES.items())
+# Table -> column name -> declared type (id included: it is written by SQLite and never returned).
+_COLUMNS = {t: {c.split()[0].strip('"'): c.split()[1] for c in cols if not c.startswith("PRIMARY KEY")} for t, cols in _TABLES.items()}
+_DECODE: dict[str, Callable[[Any], Any]] = {"JSON": json.loads, "BOOLEAN": bool}  # declared type -> reader of the stored value
 
-class StateBase(DeclarativeBase):
-    pass
-
-
-class BenchRun(StateBase):
-    __tablename__ = "bench_runs"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[str] = mapped_column(String(32), index=True)
-    model: Mapped[str] = mapped_column(String(256), index=True)
-    synthetic: Mapped[bool]
-    engine: Mapped[str]
-    batch: Mapped[int]
-    seq: Mapped[int]
-    threads: Mapped[int]
-    runs: Mapped[int]
-    p50_ms: Mapped[float]
-    p90_ms: Mapped[float]
-    items_per_s: Mapped[float]
-    speedup_vs_ort_fp32: Mapped[float | None]
-    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-
-
-class Artifact(StateBase):
-    """A derived file (an exported ONNX graph) with the hash it was written with."""
-
-    __tablename__ = "artifacts"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str] = mapped_column(String(256), index=True)
-    kind: Mapped[str]
-    path: Mapped[str] = mapped_column(String(4096), index=True)
-    sha256: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int]
-
-
-class Install(StateBase):
-    """One installed catalog model: where it came from, at which commit, when it was last verified."""
-
-    __tablename__ = "installs"
-    name: Mapped[str] = mapped_column(String(256), primary_key=True)
-    repo: Mapped[str] = mapped_column(String(512))
-    revision: Mapped[str] = mapped_column(String(256))
-    commit: Mapped[str | None] = mapped_column(String(64))
-    source: Mapped[str] = mapped_column(String(1024))
-    installed_at: Mapped[str] = mapped_column(String(32))
-    verified_at: Mapped[str] = mapped_column(String(32))
-    files: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-
-
-class Pin(StateBase):
-    """A sha256 trusted on first use for a file the catalog has no hash for (repo, commit or revision, path)."""
-
-    __tablename__ = "pins"
-    repo: Mapped[str] = mapped_column(String(512), primary_key=True)
-    revision: Mapped[str] = mapped_column(String(256), primary_key=True)
-    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
-    sha256: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int]
-    source: Mapped[str] = mapped_column(String(1024))
-    pinned_at: Mapped[str] = mapped_column(String(32))
-
-
-class Validation(StateBase):
-    """An install-time check of the engine: outputs against the reference and latency against onnxruntime."""
-
-    __tablename__ = "validations"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[str] = mapped_column(String(32), index=True)
-    model: Mapped[str] = mapped_column(String(256), index=True)
-    record: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+_created: set[Path] = set()  # databases whose tables this process has seen or made (the fact, never a connection)
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _row(obj: Any) -> dict[str, Any]:
-    return {c.name: getattr(obj, c.name) for c in type(obj).__table__.columns if c.name != "id"}
-
-
-@lru_cache(maxsize=4)
-def _engine(url: str) -> Engine:
-    # Several processes may install at once: wait for SQLite's write lock instead of failing at once.
-    from sqlalchemy.exc import OperationalError
-
-    engine = create_engine(url, connect_args={"timeout": 60})
-    for attempt in range(5):
-        try:
-            StateBase.metadata.create_all(engine)
-            break
-        except OperationalError:  # another process created a table between our check and our CREATE
-            if attempt == 4:
-                raise
-    return engine
 
 
 def path(home: Path | None = None) -> Path:
@@ -122,24 +61,14 @@ def path(home: Path | None = None) -> Path:
     return (Path(home) if home is not None else config.zoo_home()) / "state.db"
 
 
-def engine(home: Path | None = None) -> Engine:
-    """The state database of ``home`` (default: ``$ZOO_HOME`` read now), created on first use."""
-    db = path(home)
-    with _guard(db):
-        db.parent.mkdir(parents=True, exist_ok=True)
-        return _engine(f"sqlite:///{db}")
-
-
 @contextmanager
 def _guard(db: Path) -> Iterator[None]:
     """A damaged or unusable state.db becomes one ``StateError`` naming the file. It is never deleted or rewritten
     here: it holds the hashes pinned on first use (security state)."""
-    from sqlalchemy.exc import DatabaseError
-
     try:
         yield
-    except DatabaseError as exc:
-        reason = str(exc.orig if exc.orig is not None else exc).splitlines()[0]
+    except sqlite3.DatabaseError as exc:
+        reason = str(exc).partition("\n")[0]
         raise StateError(f"the state database {db} is unusable ({reason})",
                          "another zoo process holds it; retry when it is done" if "locked" in reason else
                          "it is on a read-only file system or not ours to write: set ZOO_HOME or --home to a writable "
@@ -148,109 +77,125 @@ def _guard(db: Path) -> Iterator[None]:
                          "re-verified, and the hashes pinned on first use are forgotten (keep the old file)") from None
 
 
+def _create(con: sqlite3.Connection, db: Path) -> None:
+    """Create the missing tables once per process, in one transaction (few fsyncs on a fresh home). IF NOT EXISTS under
+    the write lock makes a concurrent creation by another process harmless; a complete (even read-only) file is only read."""
+    if db in _created:
+        return
+    if _TABLES.keys() - {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}:
+        con.executescript(f"BEGIN IMMEDIATE;\n{_DDL}COMMIT;")
+    _created.add(db)
+
+
 @contextmanager
-def _session(home: Path | None) -> Iterator[Session]:
-    """A session on ``home``'s state database; database errors become ``StateError``."""
-    with _guard(path(home)), Session(engine(home)) as db:
-        yield db
+def _transaction(home: Path | None, write: bool = False) -> Iterator[sqlite3.Connection]:
+    """One transaction on ``home``'s state database, on a connection of its own that is closed after (rolling back on
+    an error); database errors become ``StateError``."""
+    db = path(home)
+    with _guard(db):
+        db.parent.mkdir(parents=True, exist_ok=True)
+        # Several processes may install at once: wait up to 60 s for SQLite's lock instead of failing at once.
+        con = sqlite3.connect(db, timeout=60, isolation_level=None)
+        try:
+            _create(con, db)
+            con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            yield con
+            con.execute("COMMIT")
+        finally:
+            con.close()
 
 
-def _latest(table: Any, model: str | None, limit: int, home: Path | None = None) -> list[dict[str, Any]]:
+def _insert(con: sqlite3.Connection, table: str, row: dict[str, Any], conflict: str = "") -> None:
+    """Insert ``row`` (JSON columns encoded), then ``conflict`` (an ON CONFLICT clause) if given."""
+    types = _COLUMNS[table]
+    if unknown := row.keys() - types.keys():
+        raise ValueError(f"{table} has no column {', '.join(sorted(unknown))}")
+    names = ", ".join(f'"{k}"' for k in row)
+    values = [json.dumps(v) if types[k] == "JSON" else v for k, v in row.items()]
+    con.execute(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(row))}){conflict}", values)
+
+
+def _select(table: str, where: dict[str, Any], order: str, home: Path | None, limit: int = -1) -> list[dict[str, Any]]:
+    """Rows of ``table`` equal to ``where``, as dicts without ``id`` and with JSON and BOOLEAN columns decoded."""
+    types = _COLUMNS[table]
+    clause = " WHERE " + " AND ".join(f'"{k}" = ?' for k in where) if where else ""
+    with _transaction(home) as con:
+        cur = con.execute(f"SELECT * FROM {table}{clause} ORDER BY {order} LIMIT ?", [*where.values(), limit])
+        names = [d[0] for d in cur.description]
+        rows = cur.fetchall()
+    decode = {k: _DECODE.get(types[k]) for k in names}
+    return [{k: _decoded(decode[k], v) for k, v in zip(names, row, strict=True) if k != "id"} for row in rows]
+
+
+def _decoded(decode: Callable[[Any], Any] | None, value: Any) -> Any:
+    return value if value is None or decode is None else decode(value)
+
+
+def _latest(table: str, model: str | None, limit: int, home: Path | None = None) -> list[dict[str, Any]]:
     """The newest rows of a per-model history table (bench runs, validations), newest first."""
-    stmt = select(table).order_by(table.id.desc()).limit(limit)
-    if model:
-        stmt = stmt.where(table.model == model)
-    with _session(home) as session:
-        return [_row(r) for r in session.scalars(stmt)]
+    return _select(table, {"model": model} if model else {}, "id DESC", home, limit)
 
 
 def record_bench(model: str, synthetic: bool, results: list[Any], extra: dict[str, Any] | None = None, home: Path | None = None) -> None:
     at = now()
-    with _session(home) as session:
-        session.add_all(BenchRun(at=at, model=model, synthetic=synthetic, extra=extra or {}, **r.to_dict()) for r in results)
-        session.commit()
+    with _transaction(home, write=True) as con:
+        for r in results:
+            _insert(con, "bench_runs", {"at": at, "model": model, "synthetic": synthetic, "extra": extra or {}, **r.to_dict()})
 
 
 def bench_history(model: str | None = None, limit: int = 50, home: Path | None = None) -> list[dict[str, Any]]:
-    return _latest(BenchRun, model, limit, home)
+    return _latest("bench_runs", model, limit, home)
 
 
 def record_artifact(model: str, kind: str, path: str, sha256: str, size: int, home: Path | None = None) -> None:
     """Record (or refresh) a derived file; one row per path."""
-    from sqlalchemy import delete
-
-    with _session(home) as session:
-        session.execute(delete(Artifact).where(Artifact.path == path))
-        session.add(Artifact(at=now(), model=model, kind=kind, path=path, sha256=sha256, size=size))
-        session.commit()
+    with _transaction(home, write=True) as con:
+        con.execute("DELETE FROM artifacts WHERE path = ?", (path,))
+        _insert(con, "artifacts", {"at": now(), "model": model, "kind": kind, "path": path, "sha256": sha256, "size": size})
 
 
 def artifacts(model: str | None = None, home: Path | None = None) -> list[dict[str, Any]]:
-    stmt = select(Artifact).order_by(Artifact.id)
-    if model:
-        stmt = stmt.where(Artifact.model == model)
-    with _session(home) as session:
-        return [_row(a) for a in session.scalars(stmt)]
+    return _select("artifacts", {"model": model} if model else {}, "id", home)
 
 
 def record_install(record: dict[str, Any], home: Path | None = None) -> None:
-    """Insert or replace the install row for ``record['name']`` (keys as in ``Install``)."""
-    from sqlalchemy.dialects.sqlite import insert
-
-    stmt = insert(Install).values(**record)
-    stmt = stmt.on_conflict_do_update(index_elements=["name"], set_={k: v for k, v in record.items() if k != "name"})
-    with _session(home) as session:
-        session.execute(stmt)
-        session.commit()
+    """Insert or replace the install row for ``record['name']`` (keys as the ``installs`` columns)."""
+    update = ", ".join(f'"{k}" = excluded."{k}"' for k in record if k != "name")
+    with _transaction(home, write=True) as con:
+        _insert(con, "installs", {"files": [], **record}, f' ON CONFLICT ("name") DO {f"UPDATE SET {update}" if update else "NOTHING"}')
 
 
 def touch_verified(name: str, files: list[dict[str, Any]] | None = None, home: Path | None = None) -> None:
-    with _session(home) as session:
-        row = session.get(Install, name)
-        if row is not None:
-            row.verified_at = now()
-            if files is not None:
-                row.files = files
-            session.commit()
+    sets = {"verified_at": now()} | ({"files": json.dumps(files)} if files is not None else {})
+    with _transaction(home, write=True) as con:
+        con.execute(f"UPDATE installs SET {', '.join(f'{k} = ?' for k in sets)} WHERE name = ?", [*sets.values(), name])
 
 
 def forget_install(name: str, home: Path | None = None) -> None:
-    from sqlalchemy import delete
-
-    with _session(home) as session:
-        session.execute(delete(Install).where(Install.name == name))
-        session.commit()
+    with _transaction(home, write=True) as con:
+        con.execute("DELETE FROM installs WHERE name = ?", (name,))
 
 
 def installs(name: str | None = None, home: Path | None = None) -> list[dict[str, Any]]:
-    stmt = select(Install).order_by(Install.name)
-    if name:
-        stmt = stmt.where(Install.name == name)
-    with _session(home) as session:
-        return [_row(r) for r in session.scalars(stmt)]
+    return _select("installs", {"name": name} if name else {}, "name", home)
 
 
 def pinned(repo: str, revision: str, path: str, home: Path | None = None) -> dict[str, Any] | None:
-    with _session(home) as session:
-        row = session.get(Pin, (repo, revision, path))
-        return _row(row) if row else None
+    rows = _select("pins", {"repo": repo, "revision": revision, "path": path}, "repo", home)
+    return rows[0] if rows else None
 
 
 def pin(repo: str, revision: str, path: str, sha256: str, size: int, source: str, home: Path | None = None) -> None:
     """Pin a hash on first use; an existing pin is never overwritten (a mismatch is the caller's error)."""
-    from sqlalchemy.dialects.sqlite import insert
-
-    stmt = insert(Pin).values(repo=repo, revision=revision, path=path, sha256=sha256, size=size, source=source, pinned_at=now())
-    with _session(home) as session:
-        session.execute(stmt.on_conflict_do_nothing())
-        session.commit()
+    row = {"repo": repo, "revision": revision, "path": path, "sha256": sha256, "size": size, "source": source, "pinned_at": now()}
+    with _transaction(home, write=True) as con:
+        _insert(con, "pins", row, " ON CONFLICT DO NOTHING")
 
 
 def record_validation(model: str, record: dict[str, Any], home: Path | None = None) -> None:
-    with _session(home) as session:
-        session.add(Validation(at=now(), model=model, record=record))
-        session.commit()
+    with _transaction(home, write=True) as con:
+        _insert(con, "validations", {"at": now(), "model": model, "record": record})
 
 
 def validations(model: str | None = None, limit: int = 20, home: Path | None = None) -> list[dict[str, Any]]:
-    return _latest(Validation, model, limit, home)
+    return _latest("validations", model, limit, home)
