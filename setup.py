@@ -1,4 +1,5 @@
-"""Setuptools hooks: ship registry.db inside the wheel as zoo/registry.db; build the sparse kernels (C, OpenMP)."""
+"""Setuptools hooks: ship registry.db and its seed of cards inside the wheel as zoo/registry.db and
+zoo/registry.cards.json (MANIFEST.in puts them in the sdist); build the sparse kernels (C, OpenMP)."""
 
 import shutil
 from pathlib import Path
@@ -12,12 +13,13 @@ from setuptools.command.build_py import build_py
 class BuildWithRegistry(build_py):
     def run(self) -> None:
         super().run()
-        source = Path(__file__).parent / "registry.db"
-        if not source.exists():
-            raise SystemExit("registry.db is missing: run `zoo catalog build` in the checkout first")
-        target = Path(self.build_lib) / "zoo" / "registry.db"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        for name in ("registry.db", "registry.cards.json"):  # the seed is zoo.catalog.cardcache.seed_file(registry.db)
+            source = Path(__file__).parent / name
+            if not source.exists():
+                raise SystemExit(f"{name} is missing: run `zoo catalog build` in the checkout first")
+            target = Path(self.build_lib) / "zoo" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
 
 
 openmp = [] if sys.platform == "darwin" else ["-fopenmp"]

@@ -1,11 +1,15 @@
-"""registry.db is built deterministically from stubs/, and a stale one is caught."""
+"""registry.db is built deterministically from stubs/, with its seed of cards (registry.cards.json) beside it, and a
+stale one (or a seed that is not the catalog's) is caught."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+from zoo.catalog import cardcache
 from zoo.catalog.build import build, is_fresh
+from zoo.catalog.cardcache import seed_file
+from zoo.catalog.query import _read
 
 from ..conftest import ROOT, STUBS
 
@@ -14,10 +18,16 @@ def test_build_is_deterministic(tmp_path: Path) -> None:
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     assert build(STUBS, a) == build(STUBS, b) == len(list(STUBS.glob("*.toml")))
     assert a.read_bytes() == b.read_bytes()
+    assert seed_file(a).read_bytes() == seed_file(b).read_bytes()
 
 
-def test_committed_registry_is_fresh() -> None:
-    assert is_fresh(ROOT / "registry.db", STUBS), "registry.db is stale: run `zoo catalog build` and commit it"
+def test_committed_registry_is_fresh(tmp_path: Path) -> None:
+    db = ROOT / "registry.db"
+    assert is_fresh(db, STUBS), "registry.db is stale: run `zoo catalog build` and commit it"
+    kept = cardcache.path(tmp_path, db)
+    assert kept is not None and kept.seed == ROOT / "registry.cards.json"
+    assert cardcache.seeded(kept) == _read(f"sqlite:///{db}"), \
+        "registry.cards.json is not the seed of registry.db as it is: run `zoo catalog build` and commit both"
 
 
 def test_registry_content_matches_a_fresh_build(tmp_path: Path) -> None:
@@ -31,6 +41,7 @@ def test_registry_content_matches_a_fresh_build(tmp_path: Path) -> None:
             return list(conn.iterdump())
 
     assert dump(ROOT / "registry.db") == dump(fresh)
+    assert seed_file(ROOT / "registry.db").read_bytes() == seed_file(fresh).read_bytes()
 
 
 def test_edited_stub_makes_registry_stale(tmp_path: Path, cli) -> None:  # noqa: ANN001
@@ -56,4 +67,4 @@ def test_build_reports_bad_stub_in_one_line(tmp_path: Path, cli) -> None:  # noq
     result = cli("catalog", "build", "--stubs", str(stubs), "--out", str(out))
     assert result.code == 1
     assert result.err.strip() == "error: obert-6l-90.toml: field 'architecture.heads': expected integer, got float"
-    assert not out.exists() and not list(tmp_path.glob(".out.db*"))
+    assert not out.exists() and not seed_file(out).exists() and not list(tmp_path.glob(".out.*"))

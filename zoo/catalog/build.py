@@ -1,18 +1,22 @@
-"""Compile ``stubs/*.toml`` into a SQLite catalog, deterministically (same stubs, same bytes)."""
+"""Compile ``stubs/*.toml`` into a SQLite catalog, deterministically (same stubs, same bytes), and its cards beside it
+(``cardcache.seed``: a home's first read of the catalog then needs no SQLAlchemy)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from zoo.catalog import cardcache
 from zoo.catalog.cards import AliasInfo, FileSpec, MetricValue, ModelCard, RecipeInfo
 from zoo.catalog.fields import SCHEMA_VERSION, described
-from zoo.catalog.models import Alias, Base, File, Meta, Metric, Model, Recipe, Source, Tag
+from zoo.catalog.models import Alias, Base, File, Meta, Metric, Model, Recipe, Source, Tag, read_cards
 from zoo.catalog.schema import load_stubs
+
+T = TypeVar("T")
 
 
 def stubs_digest(directory: Path) -> str:
@@ -86,7 +90,8 @@ def _create_schema(engine: Any) -> None:
 
 
 def build(stubs_dir: Path, out: Path) -> int:
-    """Validate every stub and write the catalog to ``out`` atomically; returns the number of models."""
+    """Validate every stub and write the catalog to ``out`` atomically, then its seed (``cardcache.seed_file(out)``);
+    returns the number of models."""
     from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
@@ -105,21 +110,30 @@ def build(stubs_dir: Path, out: Path) -> int:
     with sqlite3.connect(tmp) as conn:
         conn.execute("VACUUM")
     conn.close()
+    cards = _reading(f"sqlite:///{tmp}", read_cards)
     os.replace(tmp, out)
+    cardcache.seed(out, cards)
     return len(stubs)
 
 
-def built_meta(url: str) -> dict[str, str]:
-    """The build facts of the catalog at ``url`` (``schema_version``, ``stubs_digest``)."""
-    from sqlalchemy import create_engine, select
+def _reading(url: str, read: Callable[[Any], T]) -> T:
+    """What ``read`` makes of a session on the catalog at ``url``."""
+    from sqlalchemy import create_engine
     from sqlalchemy.orm import Session
 
     engine = create_engine(url)
     try:
         with Session(engine) as session:
-            return {row.key: row.value for row in session.scalars(select(Meta))}
+            return read(session)
     finally:
         engine.dispose()
+
+
+def built_meta(url: str) -> dict[str, str]:
+    """The build facts of the catalog at ``url`` (``schema_version``, ``stubs_digest``)."""
+    from sqlalchemy import select
+
+    return _reading(url, lambda session: {row.key: row.value for row in session.scalars(select(Meta))})
 
 
 def is_fresh(db: Path, stubs_dir: Path) -> bool:

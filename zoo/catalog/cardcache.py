@@ -8,9 +8,14 @@ modification time are what they were (a copy that keeps times, a filesystem with
 inode); hashing a catalog costs well under a millisecond per MB. A catalog whose write-ahead log holds changes
 its bytes do not show, or whose URL means another file than its path reads (``%``, ``#``), is never kept.
 
+A home's first read of a catalog takes its cards from the seed ``zoo catalog build`` wrote beside it
+(``registry.db`` -> ``registry.cards.json``, shipped with the package), when the seed names the identity the
+catalog has now (its bytes' digest, the schema version, the shape of the cards): a catalog rebuilt or edited
+without its seed is read afresh. Whoever can write the seed can write the catalog, so it is trusted as much.
+
 Anything unreadable, malformed or unwritable (a read-only home) is ignored: the catalog is read as usual. A kept
-file is decoded against the cards' field types, so one of the wrong shape (hand-edited, truncated, from another
-zoo) is read afresh and rewritten, never shown.
+file or seed is decoded against the cards' field types, so one of the wrong shape (hand-edited, truncated, from
+another zoo) is read afresh (and a kept file rewritten), never shown.
 """
 
 from __future__ import annotations
@@ -40,14 +45,18 @@ _SHAPE = repr([(c.__name__, [(f.name, f.type) for f in dataclasses.fields(c)])
 
 @dataclasses.dataclass(frozen=True)
 class Kept:
-    """Where the cards of a catalog file as it is now are kept, and the most bytes a sound file there could hold."""
+    """Where the cards of a catalog file as it is now are kept, the most bytes a sound file there (or seed) could
+    hold, the identity of those cards, and where its seed would be."""
 
     file: Path
     limit: int
+    identity: str
+    seed: Path
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
+def seed_file(db: Path) -> Path:
+    """Where ``zoo catalog build`` leaves the cards of the catalog file ``db``: ``registry.db`` -> ``registry.cards.json``."""
+    return db.with_suffix(".cards.json")
 
 
 def _open_regular(file: Path) -> BinaryIO | None:
@@ -78,8 +87,9 @@ def _content(db: Path) -> tuple[str, int] | None:
         return hashlib.file_digest(f, "sha256").hexdigest(), os.fstat(f.fileno()).st_size
 
 
-def path(home: Path, db: Path) -> Kept | None:
-    """Where the cards of ``db`` as it is now are kept, or None when they cannot be kept (see ``_content``)."""
+def _identity(db: Path) -> tuple[Path, str, int] | None:
+    """``db`` resolved, the identity of its cards as it is now (sha256 over its bytes' digest, the schema version,
+    ``FORMAT`` and the cards' shape) and its size; None when it has none (see ``_content``)."""
     try:
         real = db.resolve()
     except (OSError, RuntimeError):  # RuntimeError: a symlink loop (before Python 3.13)
@@ -88,8 +98,17 @@ def path(home: Path, db: Path) -> Kept | None:
     if content is None:
         return None
     digest, size = content
-    identity = f"{digest}:{SCHEMA_VERSION}:{FORMAT}:{_SHAPE}".encode()
-    return Kept(Path(home) / "catalog" / "cards" / f"{_digest(os.fsencode(real))}-{_digest(identity)}.json", 8 * size + (1 << 20))
+    return real, hashlib.sha256(f"{digest}:{SCHEMA_VERSION}:{FORMAT}:{_SHAPE}".encode()).hexdigest(), size
+
+
+def path(home: Path, db: Path) -> Kept | None:
+    """Where the cards of ``db`` as it is now are kept, or None when they cannot be kept (see ``_content``)."""
+    found = _identity(db)
+    if found is None:
+        return None
+    real, identity, size = found
+    name = f"{hashlib.sha256(os.fsencode(real)).hexdigest()[:16]}-{identity[:16]}.json"
+    return Kept(Path(home) / "catalog" / "cards" / name, 8 * size + (1 << 20), identity, seed_file(real))
 
 
 class _Malformed(ValueError):
@@ -149,39 +168,75 @@ def _decoder(tp: Any) -> Callable[[Any], Any]:
     return card
 
 
-def load(kept: Kept) -> list[ModelCard] | None:
-    """The cards kept in ``kept.file``, or None when there are none (or they cannot be used)."""
-    f = _open_regular(kept.file)
+def _cards_in(file: Path, limit: int, unwrap: Callable[[Any], Any]) -> list[ModelCard] | None:
+    """The cards in the JSON ``file`` (``unwrap`` takes their list out of it), or None when it is not a regular file of
+    at most ``limit`` bytes, or what it holds is not cards."""
+    f = _open_regular(file)
     if f is None:
         return None
     try:
         with f:
-            if os.fstat(f.fileno()).st_size > kept.limit:
+            if os.fstat(f.fileno()).st_size > limit:
                 return None
-            data = json.loads(f.read(kept.limit + 1))
+            data = json.loads(f.read(limit + 1))
         card = _decoder(ModelCard)
-        return [card(c) for c in _of(list, data)]
+        return [card(c) for c in _of(list, unwrap(data))]
     except (OSError, ValueError, RecursionError):  # ValueError: not JSON, not UTF-8, or _Malformed
         return None
+
+
+def load(kept: Kept) -> list[ModelCard] | None:
+    """The cards kept in ``kept.file``, or None when there are none (or they cannot be used)."""
+    return _cards_in(kept.file, kept.limit, lambda data: data)
+
+
+def seeded(kept: Kept) -> list[ModelCard] | None:
+    """The cards in the catalog's seed when it names ``kept.identity``, or None (no seed, another state's, unusable)."""
+
+    def cards(data: Any) -> Any:
+        if type(data) is not dict or data.keys() != {"identity", "cards"} or data["identity"] != kept.identity:
+            raise _Malformed("not the seed of this catalog as it is now")
+        return data["cards"]
+    return _cards_in(kept.seed, kept.limit, cards)
+
+
+def _replace(file: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``file`` whole through a fresh temporary file beside it (never a name someone else could plant first)."""
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+    try:
+        with open(fd, "wb") as f:
+            f.write(data)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, file)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _plain(cards: list[ModelCard]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(c) for c in cards]
+
+
+def seed(db: Path, cards: list[ModelCard]) -> None:
+    """Write ``cards``, those of the catalog file ``db`` as it is now, beside it (``seed_file``) with its identity and
+    its permissions; nothing when it has no identity (see ``_content``)."""
+    found = _identity(db)
+    if found is not None:
+        real, identity, _ = found
+        _replace(seed_file(real), json.dumps({"identity": identity, "cards": _plain(cards)}).encode(), stat.S_IMODE(os.stat(real).st_mode))
 
 
 def save(kept: Kept, cards: list[ModelCard]) -> None:
     """Keep ``cards`` in ``kept.file``, replacing what was kept of an earlier state of the same catalog path."""
     directory = kept.file.parent
-    tmp = None
-    try:
+    with contextlib.suppress(OSError):
         directory.mkdir(parents=True, exist_ok=True)
-        data = json.dumps([dataclasses.asdict(c) for c in cards]).encode()
+        data = json.dumps(_plain(cards)).encode()
         if len(data) > kept.limit:
             return  # load would refuse it
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".cards-", suffix=".tmp")
-        with open(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, kept.file)
+        _replace(kept.file, data)
         for old in directory.glob(f"{kept.file.name.split('-')[0]}-*.json"):
             if old != kept.file:
                 old.unlink(missing_ok=True)
-    except OSError:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Double, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column, relationship
+from sqlalchemy import JSON, Boolean, Double, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, declared_attr, mapped_column, relationship, selectinload
 
 from zoo.catalog.cards import AliasInfo, FileSpec, MetricValue, ModelCard, RecipeInfo
 from zoo.catalog.fields import Described, described
@@ -119,6 +119,32 @@ class Meta(Base):
     __tablename__ = "meta"
     key: Mapped[str] = mapped_column(primary_key=True)
     value: Mapped[str]
+
+
+def _card(m: Model) -> ModelCard:
+    return ModelCard(
+        **card_values(ModelCard, m),
+        tags=tuple(t.name for t in m.tags),
+        aliases=tuple(AliasInfo(**card_values(AliasInfo, a)) for a in m.aliases),
+        files=tuple(FileSpec(repo=m.repo, revision=m.revision, **card_values(FileSpec, f)) for f in m.files),
+        metrics=tuple(MetricValue(**card_values(MetricValue, x)) for x in m.metrics),
+        recipe=RecipeInfo(**card_values(RecipeInfo, m.recipe)) if m.recipe else None,
+    )
+
+
+def read_cards(session: Session) -> list[ModelCard]:
+    """Every card of the catalog ``session`` reads, by name (what ``zoo catalog build`` seeds, what a query reads)."""
+    statement = (
+        select(Model)
+        .options(
+            selectinload(Model.tags), selectinload(Model.aliases),
+            selectinload(Model.files).selectinload(File.size_source),
+            selectinload(Model.metrics).selectinload(Metric.source),
+            selectinload(Model.recipe).selectinload(Recipe.source),
+        )
+        .order_by(Model.name)
+    )
+    return [_card(m) for m in session.scalars(statement)]
 
 
 class Pushed(DeclarativeBase):

@@ -10,7 +10,7 @@ from typing import Any
 
 from zoo import config
 from zoo.catalog import cardcache, snapshot, source, user
-from zoo.catalog.cards import HUB_URL, AliasInfo, FileSpec, MetricValue, ModelCard, RecipeInfo
+from zoo.catalog.cards import HUB_URL, ModelCard
 from zoo.catalog.fields import SCHEMA_VERSION
 from zoo.config import Settings
 from zoo.errors import CatalogError, UnknownModelError
@@ -49,19 +49,6 @@ def catalog_url(settings: Settings | None = None) -> str:
     return f"sqlite:///{path}"
 
 
-def _card(m: Any) -> ModelCard:
-    from zoo.catalog.models import card_values
-
-    return ModelCard(
-        **card_values(ModelCard, m),
-        tags=tuple(t.name for t in m.tags),
-        aliases=tuple(AliasInfo(**card_values(AliasInfo, a)) for a in m.aliases),
-        files=tuple(FileSpec(repo=m.repo, revision=m.revision, **card_values(FileSpec, f)) for f in m.files),
-        metrics=tuple(MetricValue(**card_values(MetricValue, x)) for x in m.metrics),
-        recipe=RecipeInfo(**card_values(RecipeInfo, m.recipe)) if m.recipe else None,
-    )
-
-
 def check_version(url: str, found: str | None) -> None:
     """Refuse a catalog built for another schema: its columns may not mean what this zoo's cards expect."""
     if found == str(SCHEMA_VERSION):
@@ -74,36 +61,18 @@ def check_version(url: str, found: str | None) -> None:
     raise CatalogError(f"catalog at {source.masked(url)} has schema version {found or 'none'}, this zoo reads {SCHEMA_VERSION}", hint)
 
 
-def _statement() -> Any:
-    from sqlalchemy import select
-    from sqlalchemy.orm import selectinload
-
-    from zoo.catalog.models import File, Metric, Model, Recipe
-
-    return (
-        select(Model)
-        .options(
-            selectinload(Model.tags), selectinload(Model.aliases),
-            selectinload(Model.files).selectinload(File.size_source),
-            selectinload(Model.metrics).selectinload(Metric.source),
-            selectinload(Model.recipe).selectinload(Recipe.source),
-        )
-        .order_by(Model.name)
-    )
-
-
 def _read(url: str, home: Path | None = None) -> list[ModelCard]:
     """Every card of the catalog at ``url``; a server catalog also refreshes the snapshot in ``home``."""
     from sqlalchemy import select
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.orm import Session
 
-    from zoo.catalog.models import Meta
+    from zoo.catalog.models import Meta, read_cards
 
     try:
         with Session(source.engine(url)) as session:
             check_version(url, session.scalar(select(Meta.value).where(Meta.key == "schema_version")))
-            cards = [_card(m) for m in session.scalars(_statement())]
+            cards = read_cards(session)
             if home is not None and (url, home) not in _kept:
                 snapshot.keep(url, session.connection(), home)
                 _kept.add((url, home))
@@ -119,19 +88,24 @@ _kept: set[tuple[str, Path]] = set()  # server catalogs whose snapshot this proc
 
 
 def _read_file(url: str, home: Path) -> list[ModelCard]:
-    """Every card of a file catalog, from the cards kept in ``home`` for it as it is now when there are some.
+    """Every card of a file catalog: those kept in ``home`` for it as it is now, else its seed's when the seed is of it
+    as it is now (a fresh home reading the bundled catalog), else read afresh; the latter two are kept.
 
     Cards read afresh are kept only when the file is the same after the read as before it: a catalog replaced
     while it was read must not leave its old cards under its new identity."""
     db = source.sqlite_file(url)
-    if db is None:
+    kept = cardcache.path(home, db) if db is not None else None
+    if kept is None:
         return _read(url)
-    kept = cardcache.path(home, db)
-    cards = cardcache.load(kept) if kept is not None else None
+    cards = cardcache.load(kept)
+    if cards is not None:
+        return cards
+    cards = cardcache.seeded(kept)
     if cards is None:
         cards = _read(url)
-        if kept is not None and cardcache.path(home, db) == kept:
-            cardcache.save(kept, cards)
+        if cardcache.path(home, db) != kept:
+            return cards
+    cardcache.save(kept, cards)
     return cards
 
 
