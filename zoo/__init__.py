@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ZooError
+from zoo.version import __version__
 
 if TYPE_CHECKING:
     from zoo.catalog import Filters, ModelCard
 
-__version__ = "0.1.0"
-__all__ = ["ZooError", "download", "list_models", "load", "resolve", "search", "show", "verify"]
+__all__ = ["ZooError", "__version__", "download", "list_models", "load", "resolve", "search", "show", "verify"]
 
 
 def load(name_or_dir: str, **kwargs: Any) -> Any:

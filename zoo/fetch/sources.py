@@ -2,10 +2,13 @@
 directory, and the user's existing Hugging Face cache. Each source lists what it has (with hashes where it
 knows them) and fetches one file into a partial file while hashing it.
 
-The Hub is reached through huggingface_hub for everything but the byte stream: endpoint (``HF_ENDPOINT``),
-token (``HF_TOKEN``), revision resolution and the per-file listing (sizes, LFS sha256, git blob ids). The
-bytes themselves go through ``transfer.HttpFetcher`` so they are hashed as they arrive and resume into our
-own content-addressed cache, instead of being written to the HF cache and read a second time to verify.
+The Hub is reached as huggingface_hub reaches it: its endpoint (``HF_ENDPOINT``), token lookup and headers
+(``HF_TOKEN``, the saved login), URLs and error headers. Both requests, the listing (revision -> commit, per-file
+sizes, LFS sha256, git blob ids) and the bytes, go through one ``requests`` session of ``transfer.HttpFetcher``
+(proxies and CA bundle from the environment, as huggingface_hub 0.x did): huggingface_hub's own HTTP stack
+(httpx from 1.0 on) would cost a download ~0.3 s of imports and set-up for one small JSON request. The bytes are
+hashed as they arrive and resume into our own content-addressed cache, instead of being written to the HF
+cache and read a second time to verify.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from zoo.errors import FetchError, RemoteNotFoundError
 from zoo.fetch import progress
@@ -58,13 +62,18 @@ class Source(ABC):
               progress: Progress = _noop, resumed: Progress = _noop) -> Fetched: ...
 
 
-def read_capped(chunks: Iterable[bytes], cap: int, what: str) -> bytes:
-    """The whole body, refusing (``FetchError``) once it passes ``cap`` bytes: a listing cannot exhaust memory."""
+def read_capped(chunks: Iterable[bytes], cap: int, what: str, within: float | None = None) -> bytes:
+    """The whole body, refusing (``FetchError``) once it passes ``cap`` bytes or, given ``within``, takes longer
+    than that many seconds: a listing can neither exhaust memory nor be drip-fed forever."""
     out = bytearray()
+    deadline = None if within is None else time.monotonic() + within
     for chunk in chunks:
         out += chunk
         if len(out) > cap:
             raise FetchError(f"{what} is larger than {cap} bytes; refused", "raise ZOO_MAX_API_BYTES if this server is trusted")
+        if deadline is not None and time.monotonic() > deadline:
+            raise FetchError(f"{what} took longer than {within:g} s to arrive; refused",
+                             "the server is too slow or stalling; raise ZOO_READ_TIMEOUT if it is only slow")
     return bytes(out)
 
 
@@ -84,40 +93,28 @@ def _hub_listing(data: Any, what: str) -> Listing:
         raise FetchError(f"{what}: malformed listing") from None
 
 
-def _unreachable_errors() -> tuple[type[Exception], ...]:
-    """What huggingface_hub's HTTP client raises for an endpoint it cannot talk to (refused, timed out, redirect loop):
-    the base error of its HTTP library, which HfHubHTTPError derives from (httpx / httpx2 from 1.0 on), and requests'
-    ``RequestException`` (0.x, whose ``ConnectionError`` is no ``HTTPError``)."""
-    import requests
-    from huggingface_hub.utils import HfHubHTTPError
-
-    return (HfHubHTTPError.__bases__[0], requests.RequestException)
-
-
-def _hub_get(url: str, headers: dict[str, str], params: dict[str, Any], limits: Limits, what: str) -> bytes:
-    """GET through huggingface_hub's own session, the body capped at ``limits.max_api_bytes``; an error answer is
-    raised by ``hf_raise_for_status`` as the Hub's typed error (``RepositoryNotFoundError`` ...). The session is an
-    httpx / httpx2 client from huggingface_hub 1.0 on and a ``requests.Session`` before: told apart by what it can do."""
-    from huggingface_hub.utils import get_session, hf_raise_for_status
-
-    session, read = get_session(), limits.read_timeout
-    streams = callable(getattr(session, "stream", None))  # requests.Session.stream is a flag
-    opened = (session.stream("GET", url, headers=headers, params=params, timeout=(10.0, read, read, read)) if streams
-              else session.get(url, headers=headers, params=params, timeout=(10.0, read), stream=True))
-    with opened as resp:
-        chunks = resp.iter_bytes() if streams else resp.iter_content(1 << 16)
+def get_capped(session: Any, url: str, limits: Limits, what: str, headers: dict[str, str] | None = None,
+               params: dict[str, Any] | None = None) -> tuple[Any, bytes]:
+    """GET ``url`` through a ``requests`` session: the response and its body, capped at ``limits.max_api_bytes``
+    and at ``limits.read_timeout`` seconds in all (an error answer's body is not read: its status and headers say
+    what it is). Connection failures raise ``requests.RequestException``."""
+    with session.get(url, headers=headers, params=params, timeout=(10.0, limits.read_timeout), stream=True) as resp:
         if resp.status_code >= 400:
-            body = read_capped(chunks, 1 << 16, "an error response") if resp.status_code < 600 else b""
-            hf_raise_for_status(_with_body(resp, body))
-        return read_capped(chunks, limits.max_api_bytes, what)
+            return resp, b""
+        pieces = iter(lambda: resp.raw.read1(1 << 16, decode_content=True), b"")  # each as it arrives: a drip is timed
+        return resp, read_capped(pieces, limits.max_api_bytes, what, within=limits.read_timeout)
 
 
-def _with_body(resp: Any, body: bytes) -> Any:
-    """The error response with its (capped, already read) body in place, for ``hf_raise_for_status`` to quote."""
-    if hasattr(resp, "iter_bytes"):
-        return type(resp)(resp.status_code, headers=resp.headers, content=body, request=resp.request)
-    resp._content = body  # requests: what .content, .text and .json() return once read
-    return resp
+def hub_error(status: int, headers: Any) -> str | None:
+    """What a Hub error answer names, read as huggingface_hub's ``hf_raise_for_status`` reads the Hub's headers:
+    ``revision`` (X-Error-Code RevisionNotFound), ``repo`` (RepoNotFound, GatedRepo, or a 401 that is not about the
+    token: the Hub answers 401 alike for a missing, a private and a gated repo), else None (an HTTP error as such)."""
+    code, message = headers.get("X-Error-Code"), headers.get("X-Error-Message")
+    if code == "RevisionNotFound":
+        return "revision"
+    if code in ("RepoNotFound", "GatedRepo") or (status == 401 and message != "Invalid credentials in Authorization header"):
+        return "repo"
+    return None
 
 
 class HubSource(Source):
@@ -133,54 +130,64 @@ class HubSource(Source):
         self._fetcher: HttpFetcher | None = None
 
     def _headers(self) -> dict[str, str]:
-        from huggingface_hub.utils import build_hf_headers
+        """What huggingface_hub's ``build_hf_headers`` sends (its user agent, the token), without its coding-agent
+        detection: from 2.x that asks the endpoint for a registry of agents, one more request with a 3 s timeout
+        in every process that has not cached it, and zoo sends no telemetry."""
+        import platform
 
-        return build_hf_headers(token=self.token, library_name="obert-zoo")
+        import huggingface_hub
+
+        from zoo.version import __version__
+
+        agent = f"obert-zoo/{__version__}; hf_hub/{huggingface_hub.__version__}; python/{platform.python_version()}"
+        return {"user-agent": agent, **({"authorization": f"Bearer {self.token}"} if self.token else {})}
+
+    def _http(self) -> HttpFetcher:
+        """One ``requests`` session for the listing and the bytes (proxies and CA bundle from the environment)."""
+        self._fetcher = self._fetcher or HttpFetcher(headers=self._headers(), limits=self.limits)
+        return self._fetcher
 
     def listing(self, repo: str, revision: str, retries: int | None = None) -> Listing:
         """The Hub's model info for ``repo@revision``; transient failures are retried, "no such repo/revision" is not."""
-        from huggingface_hub.utils import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+        import requests
 
         retries = self.limits.retries if retries is None else retries
+        url = f"{self.endpoint}/api/models/{repo}/revision/{quote(revision, safe='')}"
+        http = self._http()
         for attempt in range(retries + 1):
             try:
-                return _hub_listing(json.loads(self._info_body(repo, revision)), f"{self.label}: {repo}")
-            except RevisionNotFoundError:
-                raise RemoteNotFoundError(f"{self.label}: {repo} has no revision '{revision}'",
-                                          "check --revision (a branch, tag or full commit id)", status=404) from None
-            except RepositoryNotFoundError:
-                raise RemoteNotFoundError(f"{self.label}: repository {repo} not found", "private or gated? set HF_TOKEN",
-                                          status=404) from None
-            except HfHubHTTPError as exc:
-                status = exc.response.status_code if exc.response is not None else None
-                if (status or 0) < 500 or attempt == retries:
-                    raise FetchError(f"{self.label}: listing {repo} failed: HTTP {status}", status=status) from None
-                reason = f"HTTP {status}"
-            except _unreachable_errors() as exc:  # connect/read timeouts, refused connections, redirect loops: the endpoint is unusable
+                resp, body = get_capped(http.session, url, self.limits, f"{self.label}: the listing of {repo}",
+                                        http.headers, {"blobs": True})
+            except requests.RequestException as exc:  # refused, timed out, a redirect loop: the endpoint is unusable
                 if attempt == retries:
                     raise FetchError(f"{self.label}: cannot reach the Hub ({type(exc).__name__})") from None
                 reason = f"cannot reach the Hub ({type(exc).__name__})"
-            except ValueError:
-                raise FetchError(f"{self.label}: listing {repo} is not JSON") from None
+            else:
+                status = resp.status_code
+                if status < 400:
+                    try:
+                        return _hub_listing(json.loads(body), f"{self.label}: {repo}")
+                    except ValueError:
+                        raise FetchError(f"{self.label}: listing {repo} is not JSON") from None
+                named = hub_error(status, resp.headers)
+                if named == "revision":
+                    raise RemoteNotFoundError(f"{self.label}: {repo} has no revision '{revision}'",
+                                              "check --revision (a branch, tag or full commit id)", status=404)
+                if named == "repo":
+                    raise RemoteNotFoundError(f"{self.label}: repository {repo} not found", "private or gated? set HF_TOKEN",
+                                              status=404)
+                if status < 500 or attempt == retries:
+                    raise FetchError(f"{self.label}: listing {repo} failed: HTTP {status}", status=status)
+                reason = f"HTTP {status}"
             wait = self.limits.backoff_wait(attempt + 1)
             progress.status(f"retry {attempt + 1}/{retries} in {wait:.1f} s: {self.label}: {reason}")
             time.sleep(wait)
         raise AssertionError("unreachable")
 
-    def _info_body(self, repo: str, revision: str) -> bytes:
-        """GET the model info through huggingface_hub's session (proxies, CA bundle, endpoint), size-bounded."""
-        from urllib.parse import quote
-
-        url = f"{self.endpoint}/api/models/{repo}/revision/{quote(revision, safe='')}"
-        return _hub_get(url, self._headers(), {"blobs": True}, self.limits, f"{self.label}: the listing of {repo}")
-
     def fetch(self, repo: str, revision: str, path: str, part: Path, expected: Expected,
               progress: Progress = _noop, resumed: Progress = _noop) -> Fetched:
-        from huggingface_hub import hf_hub_url
-
-        self._fetcher = self._fetcher or HttpFetcher(headers=self._headers(), limits=self.limits)
-        url = hf_hub_url(repo, path, revision=revision, endpoint=self.endpoint)
-        return self._fetcher.fetch(url, part, expected, progress, resumed)
+        url = f"{self.endpoint}/{repo}/resolve/{quote(revision, safe='')}/{quote(path)}"  # as hf_hub_url builds it
+        return self._http().fetch(url, part, expected, progress, resumed)
 
 
 class HttpMirror(Source):
@@ -200,12 +207,11 @@ class HttpMirror(Source):
 
         url = f"{self.base}/{repo}/{HASHES_FILE}"
         try:
-            with self._fetcher.session.get(url, timeout=(10.0, self.limits.read_timeout), stream=True) as resp:
-                if resp.status_code != 200:
-                    return Listing(None, None)
-                body = read_capped(resp.iter_content(1 << 16), self.limits.max_api_bytes, f"{url}")
+            resp, body = get_capped(self._fetcher.session, url, self.limits, url)
         except requests.RequestException as exc:
             raise FetchError(f"{self.label}: unreachable ({type(exc).__name__})") from None
+        if resp.status_code != 200:
+            return Listing(None, None)
         try:
             return Listing(None, _hashes_listing(json.loads(body)))
         except (ValueError, TypeError, KeyError, AttributeError):
@@ -261,12 +267,17 @@ class LocalDir(Source):
 
 
 def hf_cached(repo: str, revision: str, path: str) -> Path | None:
-    """The user's Hugging Face cache copy of a file (downloaded earlier by transformers or huggingface_hub)."""
-    from huggingface_hub import try_to_load_from_cache
-
+    """The user's Hugging Face cache copy of a file (downloaded earlier by transformers or huggingface_hub). The
+    lookup is huggingface_hub's; a repo with no folder in the cache (``models--ORG--NAME``) has nothing there, which
+    spares a download the ~0.2 s of importing huggingface_hub's file module."""
     from zoo import config
 
-    found = try_to_load_from_cache(repo, path, revision=revision, cache_dir=config.hf_cache_dir())
+    cache = config.hf_cache_dir()
+    if not (cache / f"models--{repo.replace('/', '--')}").is_dir():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, path, revision=revision, cache_dir=cache)
     return Path(found) if isinstance(found, str) and Path(found).is_file() else None
 
 
