@@ -7,6 +7,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -40,7 +41,8 @@ def headline_text(card: ModelCard) -> str:
 @dataclass(frozen=True)
 class Col:
     """A column of a table that fits the terminal: ``drop`` > 0 columns go first at narrow widths (highest first);
-    cells never end in "…": identifiers (names, repo ids, URLs, hashes) fold onto the next line instead."""
+    cells never end in "…": identifiers (names, repo ids, URLs, hashes) fold onto the next line instead. Cells are
+    text, never markup: a catalog's or a manifest's ``[/x]`` is shown as written."""
 
     header: str
     right: bool = False
@@ -61,7 +63,7 @@ def fitted(cols: tuple[Col, ...], rows: list[tuple[str, ...]], width: int | None
         for i in shown:
             table.add_column(cols[i].header, justify="right" if cols[i].right else "left", overflow="fold")
         for row in rows:
-            table.add_row(*(row[i] for i in shown))
+            table.add_row(*(escape(row[i]) for i in shown))
         droppable = [i for i in shown if cols[i].drop]
         if width is None or not droppable or _natural_width(table) <= width:
             return table
@@ -114,23 +116,24 @@ def _kv(rows: list[tuple[str, str]]) -> Table:
 
 
 def card_view(card: ModelCard, width: int | None = None) -> Panel:
+    """``zoo show``: the catalog's text is escaped wherever it meets markup (``[dim]``), so it is shown as written."""
     params = f"{card.params_millions:g}M" if card.params_millions else "unknown"
     quant = quant_text(card)
     if card.quantized:
-        quant += f" (weights {card.quant_weights}; activations {card.quant_activations})"
+        quant += escape(f" (weights {card.quant_weights}; activations {card.quant_activations})")
     parts: list = [
         Text(card.description, style="italic"),
         _kv([
-            ("task", f"{card.task} ({card.dataset}, {card.stage})" + (f", fine-tuned from {card.parent}" if card.parent else "")),
+            ("task", escape(f"{card.task} ({card.dataset}, {card.stage})" + (f", fine-tuned from {card.parent}" if card.parent else ""))),
             ("shape", f"{card.layers} layers, hidden {card.hidden}, {card.heads} heads, FFN {card.intermediate}, vocab {card.vocab_size}"),
-            ("parameters", params + (f"  [dim]source: {card.params_source}[/dim]" if card.params_source else "")),
-            ("sparsity", sparsity_text(card) + (f" of {card.sparsity_scope}" if card.sparsity_scope and card.pattern != "dense" else "")),
+            ("parameters", params + (f"  [dim]source: {escape(card.params_source)}[/dim]" if card.params_source else "")),
+            ("sparsity", escape(sparsity_text(card) + (f" of {card.sparsity_scope}" if card.sparsity_scope and card.pattern != "dense" else ""))),
             ("quantization", quant),
-            ("hub", f"{card.hub_url} @ {card.revision}"),
-            ("expected speed", "\n".join(f"{family}: >= {x:g}x onnxruntime fp32 (batch 1, sequence 128)  [dim]source: {src}[/dim]"
+            ("hub", escape(f"{card.hub_url} @ {card.revision}")),
+            ("expected speed", "\n".join(f"{family}: >= {x:g}x onnxruntime fp32 (batch 1, sequence 128)  [dim]source: {escape(src)}[/dim]"
                                           for family, (x, src) in card.speedups.items())
              or "not measured: the install-time check expects >= 1x (sparse) or >= 1/1.1x (dense)"),
-            ("tags", ", ".join(card.tags) or "-"),
+            ("tags", escape(", ".join(card.tags)) or "-"),
         ]),
     ]
     metrics = fitted((Col("metric"), Col("value", right=True), Col("dataset", drop=1), Col("source")),
@@ -145,9 +148,9 @@ def card_view(card: ModelCard, width: int | None = None) -> Panel:
                      title="aliases", title_justify="left")
     parts += [metrics, files, aliases]
     if card.recipe:
-        stages = ", ".join(card.recipe.stages) or "-"
+        stages = escape(", ".join(card.recipe.stages)) or "-"
         epochs = f"{card.recipe.epochs:g} epochs, " if card.recipe.epochs else ""
-        parts.append(_kv([("recipe", f"{epochs}{stages}  [dim]source: {card.recipe.source}[/dim]  (`zoo recipe {card.name}`)")]))
+        parts.append(_kv([("recipe", f"{epochs}{stages}  [dim]source: {escape(card.recipe.source)}[/dim]  (`zoo recipe {card.name}`)")]))
     return Panel(Group(*parts), title=f"[bold]{card.name}[/bold]", title_align="left", expand=width is not None)
 
 

@@ -110,7 +110,7 @@ def build(stubs_dir: Path, out: Path) -> int:
     with sqlite3.connect(tmp) as conn:
         conn.execute("VACUUM")
     conn.close()
-    cards = _reading(f"sqlite:///{tmp}", read_cards)
+    cards = _reading(f"sqlite:///{tmp}", lambda session: read_cards(session, str(out)))
     os.replace(tmp, out)
     cardcache.seed(out, cards)
     return len(stubs)
@@ -137,8 +137,14 @@ def built_meta(url: str) -> dict[str, str]:
 
 
 def is_fresh(db: Path, stubs_dir: Path) -> bool:
-    """True when ``db`` was built, by this zoo's schema, from exactly the stubs now in ``stubs_dir``."""
-    if not db.exists():
+    """True when ``db`` was built, by this zoo's schema, from exactly the stubs now in ``stubs_dir`` (a file that is
+    no catalog, or whose meta table is unreadable, was not)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if not db.is_file():
         return False
-    meta = built_meta(f"sqlite:///{db}")
+    try:
+        meta = built_meta(f"sqlite:///{db}")
+    except SQLAlchemyError:
+        return False
     return meta.get("schema_version") == str(SCHEMA_VERSION) and meta.get("stubs_digest") == stubs_digest(stubs_dir)

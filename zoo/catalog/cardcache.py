@@ -11,29 +11,28 @@ its bytes do not show, or whose URL means another file than its path reads (``%`
 A home's first read of a catalog takes its cards from the seed ``zoo catalog build`` wrote beside it
 (``registry.db`` -> ``registry.cards.json``, shipped with the package), when the seed names the identity the
 catalog has now (its bytes' digest, the schema version, the shape of the cards): a catalog rebuilt or edited
-without its seed is read afresh. Whoever can write the seed can write the catalog, so it is trusted as much.
+without its seed is read afresh. Whoever can write the seed can write the catalog, so it is trusted as much: no more.
 
 Anything unreadable, malformed or unwritable (a read-only home) is ignored: the catalog is read as usual. A kept
-file or seed is decoded against the cards' field types, so one of the wrong shape (hand-edited, truncated, from
-another zoo) is read afresh (and a kept file rewritten), never shown.
+file or seed is decoded and checked as the catalog's rows are (``decoder.cards``), so one of the wrong shape or
+holding what no card may (hand-edited, truncated, crafted, from another zoo) is read past, never shown: the catalog
+itself is read (and refused, when its rows are no better), and a kept file rewritten.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import json
 import os
 import stat
 import tempfile
-import types
-import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from zoo.catalog import decoder
 from zoo.catalog.cards import AliasInfo, FileSpec, MetricValue, ModelCard, RecipeInfo
 from zoo.catalog.fields import SCHEMA_VERSION
 
@@ -111,63 +110,6 @@ def path(home: Path, db: Path) -> Kept | None:
     return Kept(Path(home) / "catalog" / "cards" / name, 8 * size + (1 << 20), identity, seed_file(real))
 
 
-class _Malformed(ValueError):
-    """A kept value that is not of the type its card field holds."""
-
-
-def _of(kind: type, value: Any) -> Any:
-    if type(value) is not kind:
-        raise _Malformed(f"{kind.__name__} expected, got {type(value).__name__}")
-    return value
-
-
-_SCALARS: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), float: (int, float), bool: (bool,), Any: ()}
-
-
-def _scalar(tp: Any) -> tuple[type, ...] | None:
-    """The JSON types a value of scalar type ``tp`` (``str``, ``float | None`` ...) may have, () for any; else None."""
-    if typing.get_origin(tp) in (types.UnionType, typing.Union):
-        inner = [_scalar(a) for a in typing.get_args(tp) if a is not type(None)]
-        return None if None in inner else () if () in inner else (type(None), *(t for i in inner for t in i))  # type: ignore[union-attr]
-    return _SCALARS.get(tp)
-
-
-@functools.cache
-def _decoder(tp: Any) -> Callable[[Any], Any]:
-    """A function that turns the JSON of a ``tp`` (a card, or a field's non-scalar type) back into one, or raises
-    ``_Malformed``: a field of the wrong type would pass the dataclass and fail (or mislead) much later."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (types.UnionType, typing.Union):  # "X | None" of a non-scalar X
-        (inner,) = (a for a in args if a is not type(None))
-        decode = _decoder(inner)
-        return lambda v: None if v is None else decode(v)
-    if origin is tuple:  # tuple[X, ...]
-        allowed = _scalar(args[0])
-        if allowed is not None:
-            return lambda v: tuple(x if type(x) in allowed else _of(allowed[0], x) for x in _of(list, v))
-        item = _decoder(args[0])
-        return lambda v: tuple(item(x) for x in _of(list, v))
-    if origin is dict:  # dict[str, Any]: JSON's keys are strings, its values anything
-        return lambda v: _of(dict, v)
-    if not dataclasses.is_dataclass(tp):
-        raise TypeError(f"no JSON decoder for card field type {tp!r}")
-    hints = typing.get_type_hints(tp)
-    names = {f.name for f in dataclasses.fields(tp)}
-    simple = [(n, a) for n in names if (a := _scalar(hints[n])) is not None and a]
-    nested = [(n, _decoder(hints[n])) for n in names if _scalar(hints[n]) is None]
-
-    def card(v: Any) -> Any:
-        if type(v) is not dict or v.keys() != names:
-            raise _Malformed(f"{tp.__name__} expected")
-        for name, allowed in simple:
-            if type(v[name]) not in allowed:
-                raise _Malformed(f"{tp.__name__}.{name}: {type(v[name]).__name__}")
-        for name, decode in nested:
-            v[name] = decode(v[name])
-        return tp(**v)
-    return card
-
-
 def _cards_in(file: Path, limit: int, unwrap: Callable[[Any], Any]) -> list[ModelCard] | None:
     """The cards in the JSON ``file`` (``unwrap`` takes their list out of it), or None when it is not a regular file of
     at most ``limit`` bytes, or what it holds is not cards."""
@@ -179,9 +121,8 @@ def _cards_in(file: Path, limit: int, unwrap: Callable[[Any], Any]) -> list[Mode
             if os.fstat(f.fileno()).st_size > limit:
                 return None
             data = json.loads(f.read(limit + 1))
-        card = _decoder(ModelCard)
-        return [card(c) for c in _of(list, unwrap(data))]
-    except (OSError, ValueError, RecursionError):  # ValueError: not JSON, not UTF-8, or _Malformed
+        return decoder.cards(unwrap(data))
+    except (OSError, ValueError, RecursionError):  # ValueError: not JSON, not UTF-8, or not cards (decoder.Malformed)
         return None
 
 
@@ -195,7 +136,7 @@ def seeded(kept: Kept) -> list[ModelCard] | None:
 
     def cards(data: Any) -> Any:
         if type(data) is not dict or data.keys() != {"identity", "cards"} or data["identity"] != kept.identity:
-            raise _Malformed("not the seed of this catalog as it is now")
+            raise decoder.Malformed("not the seed of this catalog as it is now")
         return data["cards"]
     return _cards_in(kept.seed, kept.limit, cards)
 

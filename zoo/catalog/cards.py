@@ -20,6 +20,8 @@ from zoo.catalog.fields import (
     STAGES,
     TASKS,
     column,
+    git_revision,
+    hub_repo,
     in_range,
     matches,
     one_of,
@@ -78,8 +80,8 @@ class ModelCard:
     dataset: str = column("dataset")
     stage: str = column("stage", default="downstream", check=one_of(STAGES))
     parent: str | None = column("parent")
-    repo: str = column("source.repo")
-    revision: str = column("source.revision", default="main")
+    repo: str = column("source.repo", check=hub_repo)
+    revision: str = column("source.revision", default="main", check=git_revision)
     layers: int = column("architecture.layers", check=in_range(1, 48), index=True)
     hidden: int = column("architecture.hidden", check=in_range(1, 8192))
     heads: int = column("architecture.heads", check=in_range(1, 128))

@@ -6,13 +6,18 @@ one description (``cards.py``); a table adds only its keys, relationships and de
 
 from __future__ import annotations
 
+import json
+import warnings
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Double, ForeignKey, Integer, String, Text, UniqueConstraint, select
+from sqlalchemy.exc import SAWarning
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, declared_attr, mapped_column, relationship, selectinload
 
+from zoo.catalog import decoder
 from zoo.catalog.cards import AliasInfo, FileSpec, MetricValue, ModelCard, RecipeInfo
-from zoo.catalog.fields import Described, described
+from zoo.catalog.fields import Described, described, printable
+from zoo.errors import CatalogError
 
 FIRST, LAST = -1, 1 << 10  # ``sort_order`` of a table's own columns: keys first, card columns by position, then these
 
@@ -48,7 +53,7 @@ def card_values(card: type, row: Any) -> dict[str, Any]:
 def _value(d: Described, value: Any) -> Any:
     if d.column.cite:
         return value.text if value is not None else None
-    return dict(value) if d.type is dict else value
+    return value
 
 
 class Source(Base):
@@ -121,19 +126,21 @@ class Meta(Base):
     value: Mapped[str]
 
 
-def _card(m: Model) -> ModelCard:
-    return ModelCard(
+def _plain(m: Model) -> dict[str, Any]:
+    """The card of the row ``m`` as plain data (``dataclasses.asdict``'s shape), for ``decoder.cards`` to check."""
+    return {
         **card_values(ModelCard, m),
-        tags=tuple(t.name for t in m.tags),
-        aliases=tuple(AliasInfo(**card_values(AliasInfo, a)) for a in m.aliases),
-        files=tuple(FileSpec(repo=m.repo, revision=m.revision, **card_values(FileSpec, f)) for f in m.files),
-        metrics=tuple(MetricValue(**card_values(MetricValue, x)) for x in m.metrics),
-        recipe=RecipeInfo(**card_values(RecipeInfo, m.recipe)) if m.recipe else None,
-    )
+        "tags": [t.name for t in m.tags],
+        "aliases": [card_values(AliasInfo, a) for a in m.aliases],
+        "files": [{"repo": m.repo, "revision": m.revision, **card_values(FileSpec, f)} for f in m.files],
+        "metrics": [card_values(MetricValue, x) for x in m.metrics],
+        "recipe": card_values(RecipeInfo, m.recipe) if m.recipe else None,
+    }
 
 
-def read_cards(session: Session) -> list[ModelCard]:
-    """Every card of the catalog ``session`` reads, by name (what ``zoo catalog build`` seeds, what a query reads)."""
+def _rows(session: Session) -> list[dict[str, Any]]:
+    """Every model of the catalog as plain data, by name. Raises ``decoder.Malformed`` for what SQLAlchemy cannot
+    decode (``recipes.stages`` that is no JSON) or map (two recipes of one model: it would warn and take either)."""
     statement = (
         select(Model)
         .options(
@@ -144,7 +151,27 @@ def read_cards(session: Session) -> list[ModelCard]:
         )
         .order_by(Model.name)
     )
-    return [_card(m) for m in session.scalars(statement)]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SAWarning)
+            return [_plain(m) for m in session.scalars(statement)]
+    except RecursionError:
+        raise decoder.Malformed("recipes.stages is nested too deeply") from None
+    except (ValueError, SAWarning) as exc:
+        said = printable(" ".join(str(exc).split()))
+        raise decoder.Malformed(f"recipes.stages is not JSON ({said})" if isinstance(exc, json.JSONDecodeError)
+                                else f"rows that make no card ({said})") from None
+
+
+def read_cards(session: Session, where: str) -> list[ModelCard]:
+    """Every card of the catalog ``session`` reads (``where``, as the user knows it), by name: what ``zoo catalog
+    build`` seeds, what a query reads. Rows that are not cards of this zoo (hand-edited, crafted, another program's)
+    raise ``CatalogError`` naming the entry, the field and what is wrong; no card of such a catalog is returned."""
+    try:
+        return decoder.cards(_rows(session))
+    except decoder.Malformed as exc:
+        raise CatalogError(f"catalog at {where}: {exc}",
+                           "rebuild it (`zoo catalog build`) or push it again (`zoo catalog push`), or check ZOO_CATALOG_URL") from None
 
 
 class Pushed(DeclarativeBase):

@@ -11,7 +11,7 @@ from typing import Any
 from zoo import config
 from zoo.catalog import cardcache, snapshot, source, user
 from zoo.catalog.cards import HUB_URL, ModelCard
-from zoo.catalog.fields import SCHEMA_VERSION
+from zoo.catalog.fields import SCHEMA_VERSION, shown
 from zoo.config import Settings
 from zoo.errors import CatalogError, UnknownModelError
 
@@ -53,12 +53,13 @@ def check_version(url: str, found: str | None) -> None:
     """Refuse a catalog built for another schema: its columns may not mean what this zoo's cards expect."""
     if found == str(SCHEMA_VERSION):
         return
-    newer = found is not None and found.isdigit() and int(found) > SCHEMA_VERSION
-    if newer:
+    number = found if isinstance(found, str) and found.isascii() and found.isdigit() and len(found) <= 9 else None
+    if number is not None and int(number) > SCHEMA_VERSION:
         hint = "upgrade obert-zoo (pip install -U obert-zoo)"
     else:
         hint = "rebuild it with `zoo catalog build`" if source.is_file(url) else "migrate it with `zoo catalog push URL`"
-    raise CatalogError(f"catalog at {source.masked(url)} has schema version {found or 'none'}, this zoo reads {SCHEMA_VERSION}", hint)
+    said = number or ("none" if found is None else shown(found))
+    raise CatalogError(f"catalog at {source.masked(url)} has schema version {said}, this zoo reads {SCHEMA_VERSION}", hint)
 
 
 def _read(url: str, home: Path | None = None) -> list[ModelCard]:
@@ -72,7 +73,7 @@ def _read(url: str, home: Path | None = None) -> list[ModelCard]:
     try:
         with Session(source.engine(url)) as session:
             check_version(url, session.scalar(select(Meta.value).where(Meta.key == "schema_version")))
-            cards = read_cards(session)
+            cards = read_cards(session, source.masked(url))
             if home is not None and (url, home) not in _kept:
                 snapshot.keep(url, session.connection(), home)
                 _kept.add((url, home))

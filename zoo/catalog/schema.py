@@ -65,7 +65,7 @@ def record(card: type, extra: dict[str, F | Table | Array] | None = None, requir
         node = root
         for section in sections:
             node = node.setdefault(section, {})
-        node[key] = F(kinds[d.type], required=d.required, check=d.column.check, default=d.column.default)
+        node[key] = F(kinds[d.type], required=d.required, check=d.problem, default=d.column.default)
         if d.required and not d.optional:
             essential.update(".".join(sections[: i + 1]) for i in range(len(sections)))
 

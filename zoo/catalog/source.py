@@ -9,11 +9,14 @@ untouched: a URL without a password is completed from ``.pgpass`` as ``psql`` wo
 
 from __future__ import annotations
 
+import os
+import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from zoo.catalog.fields import printable
 from zoo.errors import CatalogError
 
 if TYPE_CHECKING:
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
 
 DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}  # SQLAlchemy's default is psycopg2
 EXTRAS = {"psycopg": "obert-zoo[postgres]", "psycopg2": "obert-zoo[postgres] (and a postgresql+psycopg:// URL)"}
+UNREADABLE_HINT = "check ZOO_CATALOG_URL or rebuild with `zoo catalog build`"
 
 
 def _parse(url: str) -> URL:
@@ -79,6 +83,7 @@ def engine(url: str, write: bool = False) -> Engine:
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
     from sqlalchemy.pool import NullPool
 
+    _regular(url)
     target = driver_url(url, write=write)
     server = target.get_backend_name() != "sqlite"
     args = {"connect_timeout": 10} if target.get_backend_name() == "postgresql" else {"timeout": 60}
@@ -96,15 +101,32 @@ def engine(url: str, write: bool = False) -> Engine:
         raise CatalogError(f"catalog URL {masked(url)}: {str(exc).splitlines()[0]}") from None
 
 
+def _regular(url: str) -> None:
+    """Refuse a SQLite catalog path that exists but is no regular file before SQLite opens it: opening a FIFO with
+    no writer blocks forever, a device may never end."""
+    parsed = _parse(url)
+    db = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return
+    try:
+        mode = os.stat(db).st_mode
+    except (OSError, ValueError):
+        return  # missing or unnameable: SQLite says so
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise CatalogError(f"cannot read the catalog at {masked(url)}: it is {kind}, not a file", UNREADABLE_HINT)
+
+
 def reason(exc: BaseException, url: str) -> str:
-    """The first line of a database error, the password (if any) blanked out."""
+    """The first line of a database error, the password (if any) blanked out, made printable and cut short (a driver
+    quotes the bytes it could not decode; a server says what it likes)."""
     cause = getattr(exc, "orig", None) or exc
     text = " ".join(str(cause).split("\n")[0].split()) or type(cause).__name__
     secret = _parse(url).password
-    return text.replace(str(secret), "***") if secret else text
+    return printable(text.replace(str(secret), "***") if secret else text)
 
 
 def unreachable(exc: BaseException, url: str, hint: str | None = None) -> CatalogError:
     """A one-line error for a catalog that could not be read (server down, refused login, no such file)."""
     return CatalogError(f"cannot read the catalog at {masked(url)}: {reason(exc, url)}",
-                        hint or "check ZOO_CATALOG_URL or rebuild with `zoo catalog build`")
+                        hint or UNREADABLE_HINT)

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from zoo import config
-from zoo.errors import LockTimeoutError, NotInstalledError
+from zoo.catalog.fields import NAME_RE, repo_relative, shown
+from zoo.errors import CatalogError, LockTimeoutError, NotInstalledError
 from zoo.fetch import progress
 from zoo.fetch.hashing import sha256_file
 
@@ -245,7 +246,9 @@ class Store:
         return self.home / "models" / name
 
     def install(self, manifest: Manifest) -> Path:
-        """Link the model directory to its blobs, then write the manifest (the commit point)."""
+        """Link the model directory to its blobs, then write the manifest (the commit point). A name or path that
+        would land outside the model's directory (``..``, ``/abs``) is refused before anything is written."""
+        _inside_the_model(manifest)
         with self.lock(self.key("model", manifest.name), manifest.name):
             return self._install(manifest)
 
@@ -328,6 +331,16 @@ class Lease:
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
+
+
+def _inside_the_model(manifest: Manifest) -> None:
+    """Refuse a manifest whose name or file paths would lead out of ``models/<name>/``: a path from a catalog must
+    never place a file elsewhere in the home, or outside it."""
+    if len(manifest.name) > 128 or not NAME_RE.match(manifest.name):
+        raise CatalogError(f"{shown(manifest.name)} is not a model name; nothing was installed", "the catalog entry is wrong")
+    for f in manifest.files:
+        if problem := repo_relative(f.path):
+            raise CatalogError(f"{manifest.name}: file path {problem}; nothing was installed", "the catalog entry is wrong")
 
 
 def _alive(pid: int) -> bool:
