@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +13,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -42,6 +46,27 @@ class Served:
 
     def stderr(self) -> str:
         return "".join(self.log)
+
+
+class HeldRequest:
+    """A JSON POST sent all but its body's last byte: the server holds it in flight, deterministically, until ``answer``."""
+
+    def __init__(self, url: str, path: str, doc: dict[str, Any]) -> None:
+        body = json.dumps(doc).encode()
+        where = urlsplit(url)
+        self.conn = http.client.HTTPConnection(where.hostname, where.port, timeout=60)
+        self.conn.putrequest("POST", path)
+        self.conn.putheader("Content-Type", "application/json")
+        self.conn.putheader("Content-Length", str(len(body)))
+        self.conn.endheaders(body[:-1])
+        self.rest = body[-1:]
+
+    def answer(self, send_rest: bool = True) -> tuple[int, Any]:
+        """The status and JSON body, after sending the last byte (or without it: what the server says to a request it cuts)."""
+        if send_rest:
+            self.conn.send(self.rest)
+        response = self.conn.getresponse()
+        return response.status, json.loads(response.read())
 
 
 def start_server(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> Served:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 
 import zoo
-from tests.serve.conftest import Served, start_server
+from tests.serve.conftest import HeldRequest, Served, start_server
 
 CONTEXT = ("The Denver Broncos defeated the Carolina Panthers 24-10 to win Super Bowl 50, played on February 7, 2016, "
            "at Levi's Stadium in Santa Clara, California. The Broncos' defense was led by Von Miller.")
+HOLD_S = 1.0  # how long held requests stay in flight after SIGTERM: a slow client, or a long engine call
 QUESTIONS = [f"Who won game {i} of the season?" if i % 3 else f"Where was match {i} played in California?" for i in range(32)]
 
 
@@ -176,20 +181,46 @@ def test_bearer_token_is_required_except_for_health_and_metrics(qa_repo: Path, t
     assert "s3cret-token" not in served.stderr()
 
 
-def test_sigterm_lets_requests_in_flight_finish_then_exits_0(qa_repo: Path, tmp_path: Path) -> None:
+def test_sigterm_lets_requests_in_flight_finish_then_exits_0(qa_repo: Path, qa_pipe, tmp_path: Path) -> None:  # noqa: ANN001
     served = start_server(str(qa_repo), "--threads", "1", env={"ZOO_HOME": str(tmp_path)})
-    long_context = " ".join(f"Team {i} beat team {i + 1} in the final." for i in range(1500))
-    with ThreadPoolExecutor(4) as pool:
-        futures = [pool.submit(served.post, f"/models/{qa_repo.name}", json={"inputs": {"question": f"Who beat team {i}?",
-                                                                                      "context": long_context}}) for i in range(4)]
-        while _counter(served, "zoo_queue_depth", f'model="{qa_repo.name}"') == 0 and not any(f.done() for f in futures):
-            pass  # until the requests are queued behind the first
-        in_flight = sum(not f.done() for f in futures)
-        rc = served.stop()
-        codes = [f.result().status_code for f in futures]
-    assert in_flight >= 2, "the requests finished before SIGTERM: the test proves nothing"
-    assert rc == 0 and codes == [200] * 4, (rc, codes, served.stderr()[-2000:])
-    assert "stopped" in served.stderr()
+    route = f"/models/{qa_repo.name}"
+    held = [HeldRequest(served.url, route, {"inputs": {"question": q, "context": CONTEXT}}) for q in QUESTIONS[:4]]
+    _wait_until(lambda: _counter(served, "zoo_requests_in_flight", f'route="{route}"') == 4, "the server to receive 4 requests")
+    served.proc.send_signal(signal.SIGTERM)
+    _wait_until(lambda: "stopping" in served.stderr(), "the server to start draining")
+    assert "waiting up to 30 s for 4 requests in flight" in served.stderr()
+    with pytest.raises(requests.ConnectionError):
+        served.get("/v2/health/live")  # no longer accepting
+    time.sleep(HOLD_S)  # the requests stay in flight well past any fixed grace period (uvicorn's own is 0.1 s)
+    assert served.proc.poll() is None, served.stderr()[-2000:]
+    answers = [h.answer() for h in held]  # their bodies complete only now, while the server drains
+    rc = served.proc.wait(timeout=60)
+    for question, (status, got) in zip(QUESTIONS[:4], answers, strict=True):
+        alone = qa_pipe(question=question, context=CONTEXT)
+        assert status == 200 and (got["answer"], got["start"], got["end"]) == (alone["answer"], alone["start"], alone["end"]), got
+    assert rc == 0, served.stderr()[-2000:]
+    assert "stopped (requests in flight were answered)" in served.stderr()
+
+
+def test_drain_timeout_cuts_requests_still_running_with_503_and_exits_1(qa_repo: Path, tmp_path: Path) -> None:
+    served = start_server(str(qa_repo), "--threads", "1", "--drain-timeout", "0.2", env={"ZOO_HOME": str(tmp_path)})
+    route = f"/models/{qa_repo.name}"
+    held = [HeldRequest(served.url, route, {"inputs": {"question": q, "context": CONTEXT}}) for q in QUESTIONS[:2]]
+    _wait_until(lambda: _counter(served, "zoo_requests_in_flight", f'route="{route}"') == 2, "the server to receive 2 requests")
+    rc = served.stop()
+    answers = [h.answer(send_rest=False) for h in held]  # their bodies never complete: still running at the deadline
+    assert rc == 1 and all(status == 503 and "drain timeout" in body["error"] for status, body in answers), (rc, answers)
+    err = served.stderr()
+    assert "waiting up to 0.2 s for 2 requests in flight" in err
+    assert err.count("cutting") == 1 and "after the 0.2 s drain timeout, cutting 2 requests still running" in err, err[-2000:]
+    assert "stopped (requests in flight were answered)" not in err and "timeout graceful shutdown" not in err and "Traceback" not in err
+
+
+def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.01)
 
 
 def test_classification_over_triton_and_the_task_route(clf_server: Served, mnli_repo: Path) -> None:

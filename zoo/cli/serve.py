@@ -27,7 +27,8 @@ def _token(token_file: Path | None) -> str | None:
 @click.command("serve")
 @click.argument("models", nargs=-1)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="TOML file: server keys (host, port, max_batch, max_wait_ms, max_queue, timeout, engine) and [[models]] tables.")
+              help="TOML file: server keys (host, port, max_batch, max_wait_ms, max_queue, timeout, drain_timeout, engine, max_body_mb) "
+                   "and [[models]] tables.")
 @click.option("--host", default=None, help="Address to listen on  [default: 127.0.0.1; anything else exposes the server]")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port; 0 picks a free one (printed)  [default: 8000]")
 @THREADS
@@ -37,6 +38,9 @@ def _token(token_file: Path | None) -> str | None:
               help="Longest a request waits for others to share its engine call.")
 @click.option("--max-queue", type=click.IntRange(min=1), default=None, help="Requests queued per model before 503  [default: 256]")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.01), default=None, help="Seconds before a request gets 504  [default: 60]")
+@click.option("--drain-timeout", "drain_timeout_s", type=click.FloatRange(min=0), default=None,
+              help="Seconds SIGTERM/Ctrl-C waits for requests in flight; any still running then get 503 and the exit status is 1  "
+                   "[default: 30]")
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=None, help="Largest request body, in MB  [default: 8]")
 @click.option("--engine", type=click.Choice(["auto", "sparse", "onnxruntime"]), default="auto", show_default=True,
               help="auto: the sparse engine for sparse models, onnxruntime for dense ones.")
@@ -49,9 +53,9 @@ def _token(token_file: Path | None) -> str | None:
 @click.option("--replicas", type=click.IntRange(min=1), default=None, help="With --ray: this many replicas  [default: 1]")
 @click.option("--autoscale", metavar="MIN:MAX", default=None, help="With --ray: autoscale between MIN and MAX replicas.")
 def serve_cmd(models: tuple[str, ...], config_file: Path | None, host: str | None, port: int | None, threads: int | None,
-              max_batch: int, max_wait_ms: float, max_queue: int | None, timeout_s: float | None, max_body_mb: float | None,
-              engine: str, offline: bool | None, token_file: Path | None, json_logs: bool, on_ray: bool, replicas: int | None,
-              autoscale: str | None) -> None:
+              max_batch: int, max_wait_ms: float, max_queue: int | None, timeout_s: float | None, drain_timeout_s: float | None,
+              max_body_mb: float | None, engine: str, offline: bool | None, token_file: Path | None, json_logs: bool, on_ray: bool,
+              replicas: int | None, autoscale: str | None) -> None:
     """Serve MODELS (catalog names or directories) over HTTP until Ctrl-C or SIGTERM.
 
     \b
@@ -77,10 +81,13 @@ def serve_cmd(models: tuple[str, ...], config_file: Path | None, host: str | Non
         host=host or server_keys.get("host", "127.0.0.1"), port=port if port is not None else int(server_keys.get("port", 8000)),
         max_queue=max_queue or int(server_keys.get("max_queue", 256)),
         timeout_s=timeout_s or float(server_keys.get("timeout", 60.0)),
+        drain_timeout_s=drain_timeout_s if drain_timeout_s is not None else float(server_keys.get("drain_timeout", 30.0)),
         max_body_bytes=int((max_body_mb or float(server_keys.get("max_body_mb", 8))) * 1e6),
         token=_token(token_file), json_logs=json_logs, models=tuple(specs))
     say = lambda text: click.echo(text, err=True)  # noqa: E731
     if on_ray:
+        if drain_timeout_s is not None or "drain_timeout" in server_keys:
+            raise InputError("--drain-timeout is for the built-in server; on Ray Serve a replica drains for up to --timeout")
         from zoo.integrations import ray_module
 
         ray_module()

@@ -3,12 +3,14 @@
 Models come through the same verified path as ``zoo.load`` (``zoo.prepare``); every model is loaded,
 validated and warmed before the port opens, so a listening server is a ready one. Uvicorn runs the
 Starlette app on a socket bound here (``--port 0`` picks a free port, printed in the banner); SIGTERM
-or Ctrl-C stops accepting, lets requests in flight finish, drains the queues and exits 0.
+or Ctrl-C stops accepting, lets requests in flight finish, drains the queues and exits 0. Requests still
+running after ``drain_timeout_s`` are cut (answered 503) and the exit status is 1, with one line saying so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import socket
 import sys
@@ -42,6 +44,7 @@ class ServeOptions:
     port: int = 8000
     max_queue: int = 256
     timeout_s: float = 60.0
+    drain_timeout_s: float = 30.0
     max_body_bytes: int = 8 << 20
     token: str | None = None
     json_logs: bool = False
@@ -63,10 +66,12 @@ def read_config(path: Path, defaults: ModelSpec) -> tuple[dict[str, Any], list[M
         raise ZooError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ZooError(f"{path} is not valid TOML: {exc}") from None
-    server_keys = {"host", "port", "max_batch", "max_wait_ms", "max_queue", "timeout", "engine", "max_body_mb"}
+    server_keys = {"host", "port", "max_batch", "max_wait_ms", "max_queue", "timeout", "drain_timeout", "engine", "max_body_mb"}
     unknown = set(doc) - server_keys - {"models"}
     if unknown:
         raise ZooError(f"{path}: unknown key {sorted(unknown)[0]!r}", f"known: {', '.join(sorted(server_keys | {'models'}))}")
+    if "drain_timeout" in doc:
+        _positive(doc, "drain_timeout", str(path), float, 0)
     base = defaults
     if "max_batch" in doc:
         base = replace(base, max_batch=_positive(doc, "max_batch", str(path)))
@@ -164,7 +169,12 @@ def _uvicorn_server() -> type:
     import uvicorn
 
     class Drain(uvicorn.Server):
-        """Uvicorn's server, but SIGTERM/SIGINT end in exit 0 after the drain (uvicorn re-raises the signal)."""
+        """Uvicorn's server, but SIGTERM/SIGINT end in exit 0 after the drain (uvicorn re-raises the signal), and the
+        drain says how many requests it waits for."""
+
+        def __init__(self, config: uvicorn.Config, on_stopping: Callable[[], None]) -> None:
+            super().__init__(config)
+            self.on_stopping = on_stopping
 
         @contextlib.contextmanager
         def capture_signals(self):  # noqa: ANN202
@@ -179,7 +189,16 @@ def _uvicorn_server() -> type:
                 for s, handler in previous.items():
                     signal.signal(s, handler)
 
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            self.on_stopping()
+            await super().shutdown(sockets)
+
     return Drain
+
+
+def _quiet_uvicorn_cancel_line(record: logging.LogRecord) -> bool:
+    """Drop uvicorn's own line about cancelling at the drain deadline: ``serve`` says it in its words."""
+    return "timeout graceful shutdown exceeded" not in record.getMessage()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -212,10 +231,22 @@ def serve(options: ServeOptions, settings: Settings, say: Callable[[str], None])
     sock = bind(options.host, options.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    drain = options.drain_timeout_s
     config = uvicorn.Config(server.app, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=5,
-                            timeout_graceful_shutdown=30, limit_concurrency=options.max_queue + 64, server_header=False)
+                            timeout_graceful_shutdown=drain, limit_concurrency=options.max_queue + 64, server_header=False)
+    logging.getLogger("uvicorn.error").addFilter(_quiet_uvicorn_cancel_line)
+
+    def stopping() -> None:
+        server.stopping = True
+        n = server.in_flight
+        say(f"zoo serve: stopping: waiting up to {drain:g} s for {n} request{'s' * (n != 1)} in flight")
+
     names = ", ".join(m.name + (f" (also {', '.join(m.spec.aliases)})" if m.spec.aliases else "") for m in models)
     sys.stdout.write(f"zoo serve: ready at {url}: {names}\n")
     sys.stdout.flush()
-    _uvicorn_server()(config).run(sockets=[sock])
+    _uvicorn_server()(config, stopping).run(sockets=[sock])
+    if server.cut:
+        n = server.cut
+        raise ZooError(f"stopped after the {drain:g} s drain timeout, cutting {n} request{'s' * (n != 1)} still running "
+                       "(answered 503)", "--drain-timeout sets how long SIGTERM waits")
     say("zoo serve: stopped (requests in flight were answered)")

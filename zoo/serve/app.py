@@ -3,6 +3,7 @@
 Every error is a JSON body ``{"error": "..."}`` with the status that names it (400 malformed input, 401 no
 or wrong token, 404 unknown model, 413 body too large, 503 queue full with ``Retry-After``, 504 timed out);
 an unexpected failure is a 500 whose body says only "internal error" (the log line names the exception).
+A request still running when the server gives up draining (``--drain-timeout``) is answered 503 too.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class Server:
         self.by_name = {n: m for m in models for n in (m.name, *m.aliases)}
         self.limits, self.metrics = limits, metrics
         self.ready = False
+        self.in_flight = 0  # requests received and not yet answered
+        self.stopping = False  # set when SIGTERM/SIGINT starts the drain
+        self.cut = 0  # requests still running at the drain deadline, cancelled and answered 503
         routes = [
             Route("/v2/health/live", self.live), Route("/v2/health/ready", self.health_ready), Route("/v2", self.server_metadata),
             Route("/v2/models/{name:path}/versions/{version}/ready", self.model_ready),
@@ -172,19 +176,30 @@ class _Guard:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         path, method = scope.get("path", ""), scope.get("method", "")
-        status = {"code": 500}
+        status = {"code": 500, "started": False}
 
         async def tracking_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["started"] = message["status"], True
             await send(message)
 
+        self.server.in_flight += 1
+        self.server.metrics.request_started(path, self.server.by_name)
         try:
             self._authorize(scope, path)
             await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:  # uvicorn cancels what still runs at the drain deadline
+            if status["started"] or not self.server.stopping:
+                raise
+            self.server.cut += 1
+            await _error(503, "the server stopped before answering (its drain timeout ran out); retry", {"Retry-After": "1"})(
+                scope, receive, tracking_send)
         except Exception as exc:  # noqa: BLE001 - the one place errors become responses
             response = self._response_for(exc)
             await response(scope, receive, tracking_send)
+        finally:
+            self.server.in_flight -= 1
+            self.server.metrics.request_ended(path, self.server.by_name)
         seconds = time.perf_counter() - started
         self.server.metrics.observe_request(path, status["code"], seconds, self.server.by_name)
         self._log(scope, method, path, status["code"], seconds)

@@ -24,10 +24,17 @@ class Metrics:
         self.batch_size = Histogram("zoo_batch_size", "Encodings per engine call", ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.batch_requests = Histogram("zoo_batch_requests", "Requests merged into one engine call", ["model"], buckets=BATCH_BUCKETS,
                                         registry=r)
+        self.in_flight = Gauge("zoo_requests_in_flight", "HTTP requests received and not yet answered, by route", ["route"], registry=r)
         self.queue_depth = Gauge("zoo_queue_depth", "Requests waiting for a batch", ["model"], registry=r)
         self.load_seconds = Gauge("zoo_model_load_seconds", "Seconds to download, verify, convert, compile and warm", ["model"], registry=r)
         self.validation = Gauge("zoo_model_validation", "Install-time check: 1 outputs match, 0 differ; speedup vs onnxruntime fp32",
                                 ["model", "field"], registry=r)
+
+    def request_started(self, path: str, models: dict | None = None) -> None:
+        self.in_flight.labels(_route(path, models or {})).inc()
+
+    def request_ended(self, path: str, models: dict | None = None) -> None:
+        self.in_flight.labels(_route(path, models or {})).dec()
 
     def observe_request(self, path: str, status: int, seconds: float, models: dict | None = None) -> None:
         route = _route(path, models or {})
