@@ -61,8 +61,22 @@ def hf_token() -> str | None:
 
 
 def hf_endpoint() -> str:
-    """``HF_ENDPOINT`` read now (huggingface_hub reads it once at import), default the public Hub."""
-    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    """``HF_ENDPOINT`` read now (huggingface_hub reads it once at import), default the public Hub: an http(s) URL,
+    perhaps with a path prefix, that the Hub's paths are appended to (a query or fragment would swallow them)."""
+    from urllib.parse import urlsplit
+
+    url = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"  # no strip: huggingface_hub would not strip it either
+    try:
+        parts = urlsplit(url)
+        bad = parts.scheme not in ("http", "https") or not parts.hostname or parts.port == 0 or parts.query or parts.fragment
+    except ValueError:  # a port out of range, a broken IPv6 literal
+        bad = True
+    if bad:
+        from zoo.errors import ZooError
+
+        raise ZooError("HF_ENDPOINT is not the http(s) URL of a Hub (scheme, host and optional port and path; no query)",
+                       "e.g. https://huggingface.co or http://127.0.0.1:8080; unset it for the public Hub")
+    return url.rstrip("/")
 
 
 def hf_cache_dir() -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -50,6 +51,9 @@ _COLUMNS = {t: {c.split()[0].strip('"'): c.split()[1] for c in cols if not c.sta
 _DECODE: dict[str, Callable[[Any], Any]] = {"JSON": json.loads, "BOOLEAN": bool}  # declared type -> reader of the stored value
 
 _created: set[Path] = set()  # databases whose tables this process has seen or made (the fact, never a connection)
+# Several processes may install at once: a transaction waits up to LOCK_WAIT s for SQLite's lock instead of failing at
+# once, in tries of BUSY_TRY s (SQLite sleeps in C inside a try, deaf to Ctrl-C; between tries Python hears it).
+LOCK_WAIT, BUSY_TRY = 60.0, 0.2
 
 
 def now() -> str:
@@ -69,12 +73,22 @@ def _guard(db: Path) -> Iterator[None]:
         yield
     except sqlite3.DatabaseError as exc:
         reason = str(exc).partition("\n")[0]
-        raise StateError(f"the state database {db} is unusable ({reason})",
-                         "another zoo process holds it; retry when it is done" if "locked" in reason else
-                         "it is on a read-only file system or not ours to write: set ZOO_HOME or --home to a writable "
-                         "directory" if "readonly" in reason or "read-only" in reason else
-                         f"move it aside (mv {db} {db}.broken) and rerun: a fresh one is created, installed models are "
-                         "re-verified, and the hashes pinned on first use are forgotten (keep the old file)") from None
+        raise StateError(f"the state database {db} is unusable ({reason})", _hint(db, exc)) from None
+
+
+def _hint(db: Path, exc: sqlite3.DatabaseError | None = None) -> str:
+    """What to do about ``exc`` (None: the file or a row of it is damaged), by SQLite's error code. Only a damaged
+    file is worth moving aside (its pins are lost): a lock, an unwritable home or a full disk leave it intact (a
+    failed write is rolled back)."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc):
+        return f"another zoo process held it for over {LOCK_WAIT:g} s; retry when it is done"
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) or "readonly" in str(exc):
+        return "it is on a read-only file system or not ours to write: set ZOO_HOME or --home to a writable directory"
+    if name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
+        return "the disk is full or failing; free some space (or check the disk) and rerun: the file was not changed"
+    return (f"move it aside (mv {db} {db}.broken) and rerun: a fresh one is created, installed models are re-verified, and "
+            "the hashes pinned on first use are forgotten (keep the old file)")
 
 
 def _create(con: sqlite3.Connection, db: Path) -> None:
@@ -83,22 +97,40 @@ def _create(con: sqlite3.Connection, db: Path) -> None:
     if db in _created:
         return
     if _TABLES.keys() - {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}:
-        con.executescript(f"BEGIN IMMEDIATE;\n{_DDL}COMMIT;")
+        con.executescript(f"BEGIN EXCLUSIVE;\n{_DDL}COMMIT;")
     _created.add(db)
+
+
+def _begin(con: sqlite3.Connection, db: Path, write: bool) -> None:
+    """Open the transaction holding every lock it will need (a write: EXCLUSIVE; a read: SHARED, taken by reading the
+    schema), so nothing after it waits; a busy database is tried again until ``LOCK_WAIT`` s have passed."""
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            _create(con, db)
+            con.execute("BEGIN EXCLUSIVE" if write else "BEGIN")
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            if not str(exc).startswith("database is locked") or time.monotonic() > deadline:
+                raise
 
 
 @contextmanager
 def _transaction(home: Path | None, write: bool = False) -> Iterator[sqlite3.Connection]:
     """One transaction on ``home``'s state database, on a connection of its own that is closed after (rolling back on
-    an error); database errors become ``StateError``."""
+    an error); database errors become ``StateError``. A state.db that is not a regular file (a directory, a FIFO, a
+    link to /dev/null) is refused before SQLite opens it: pins written there would be lost, or the open would block."""
     db = path(home)
     with _guard(db):
         db.parent.mkdir(parents=True, exist_ok=True)
-        # Several processes may install at once: wait up to 60 s for SQLite's lock instead of failing at once.
-        con = sqlite3.connect(db, timeout=60, isolation_level=None)
+        if db.exists() and not db.is_file():
+            raise StateError(f"the state database {db} is unusable (not a regular file)", _hint(db))
+        con = sqlite3.connect(db, timeout=BUSY_TRY, isolation_level=None)
         try:
-            _create(con, db)
-            con.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            _begin(con, db, write)
             yield con
             con.execute("COMMIT")
         finally:
@@ -116,15 +148,20 @@ def _insert(con: sqlite3.Connection, table: str, row: dict[str, Any], conflict: 
 
 
 def _select(table: str, where: dict[str, Any], order: str, home: Path | None, limit: int = -1) -> list[dict[str, Any]]:
-    """Rows of ``table`` equal to ``where``, as dicts without ``id`` and with JSON and BOOLEAN columns decoded."""
-    types = _COLUMNS[table]
-    clause = " WHERE " + " AND ".join(f'"{k}" = ?' for k in where) if where else ""
+    """Rows of ``table`` equal to ``where``, as dicts of this zoo's columns (not ``id``; columns a newer zoo added are
+    not read) with JSON and BOOLEAN columns decoded; a value that does not decode is a ``StateError``."""
+    names = [k for k in _COLUMNS[table] if k != "id"]
+    # Qualified: SQLite reads an unknown "name" as the string 'name', so a table missing a column would match or return that.
+    columns = ", ".join(f'{table}."{k}"' for k in names)
+    clause = " WHERE " + " AND ".join(f'{table}."{k}" = ?' for k in where) if where else ""
     with _transaction(home) as con:
-        cur = con.execute(f"SELECT * FROM {table}{clause} ORDER BY {order} LIMIT ?", [*where.values(), limit])
-        names = [d[0] for d in cur.description]
-        rows = cur.fetchall()
-    decode = {k: _DECODE.get(types[k]) for k in names}
-    return [{k: _decoded(decode[k], v) for k, v in zip(names, row, strict=True) if k != "id"} for row in rows]
+        rows = con.execute(f"SELECT {columns} FROM {table}{clause} ORDER BY {order} LIMIT ?", [*where.values(), limit]).fetchall()
+    decode = {k: _DECODE.get(_COLUMNS[table][k]) for k in names}
+    try:
+        return [{k: _decoded(decode[k], v) for k, v in zip(names, row, strict=True)} for row in rows]
+    except (ValueError, TypeError, RecursionError):  # JSON text that is not JSON, a number where text belongs
+        db = path(home)
+        raise StateError(f"the state database {db} is unusable (a row of {table} does not decode)", _hint(db)) from None
 
 
 def _decoded(decode: Callable[[Any], Any] | None, value: Any) -> Any:

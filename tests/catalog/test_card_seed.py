@@ -158,3 +158,34 @@ def test_a_seed_that_is_no_regular_file_does_not_block(tmp_path: Path, catalog: 
     {"fifo": os.mkfifo, "symlink to /dev/zero": lambda p: p.symlink_to("/dev/zero"), "directory": Path.mkdir}[kind](seed)
     out, imported = zoo("list", home=tmp_path / "home", catalog=catalog)  # zoo()'s timeout: a blocked read fails
     assert imported and out == expected
+
+
+@pytest.mark.parametrize("who", ["group-writable", "world-writable", "another owner"])
+def test_a_seed_someone_else_may_have_written_is_read_past(catalog: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           who: str) -> None:
+    """A shared or sticky directory lets anyone create the seed of a catalog that has none: a seed is trusted only as
+    the catalog is, so one of another owner, or writable by others who may not write the catalog, is read past."""
+    seed = seed_file(catalog)
+    seed.write_bytes(_spoiled(lambda data: data["cards"][0].update(description="planted"))(seed.read_bytes()))
+    os.chmod(catalog, 0o644)
+    if who == "another owner":
+        if os.geteuid() != 0:
+            pytest.skip("only root can make a file of another owner")
+        os.chown(seed, 65534, 65534)
+        os.chmod(seed, 0o644)
+    else:
+        os.chmod(seed, 0o664 if who == "group-writable" else 0o646)
+    monkeypatch.setenv("ZOO_CATALOG_URL", f"sqlite:///{catalog}")
+    expected = fresh(catalog)
+    urls = reads(monkeypatch)
+    assert listed() == expected and urls == [f"sqlite:///{catalog}"]
+    assert "planted" not in {c.description for c in expected}
+
+
+def test_a_seed_as_writable_as_its_catalog_is_read(catalog: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    os.chmod(catalog, 0o664)  # a team's catalog, and its seed, writable by the group
+    os.chmod(seed_file(catalog), 0o664)
+    monkeypatch.setenv("ZOO_CATALOG_URL", f"sqlite:///{catalog}")
+    expected = fresh(catalog)
+    urls = reads(monkeypatch)
+    assert listed() == expected and urls == []

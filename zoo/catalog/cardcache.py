@@ -12,6 +12,8 @@ A home's first read of a catalog takes its cards from the seed ``zoo catalog bui
 (``registry.db`` -> ``registry.cards.json``, shipped with the package), when the seed names the identity the
 catalog has now (its bytes' digest, the schema version, the shape of the cards): a catalog rebuilt or edited
 without its seed is read afresh. Whoever can write the seed can write the catalog, so it is trusted as much: no more.
+A seed is only read when that holds: it belongs to the catalog file's owner and no one else may write it who may not
+write the catalog (a shared or sticky directory lets anyone create a seed beside a catalog that has none).
 
 Anything unreadable, malformed or unwritable (a read-only home) is ignored: the catalog is read as usual. A kept
 file or seed is decoded and checked as the catalog's rows are (``decoder.cards``), so one of the wrong shape or
@@ -51,6 +53,7 @@ class Kept:
     limit: int
     identity: str
     seed: Path
+    writers: tuple[int, int]  # the catalog file's owner and its group/other write bits: who may write its seed
 
 
 def seed_file(db: Path) -> Path:
@@ -70,8 +73,8 @@ def _open_regular(file: Path) -> BinaryIO | None:
     return open(fd, "rb")
 
 
-def _content(db: Path) -> tuple[str, int] | None:
-    """The sha256 of ``db``'s bytes and their number, or None when ``db`` is not a plain SQLite file (a FIFO, a
+def _content(db: Path) -> tuple[str, os.stat_result] | None:
+    """The sha256 of ``db``'s bytes and its status, or None when ``db`` is not a plain SQLite file (a FIFO, a
     device, a directory, not SQLite at all) or has a write-ahead log with changes its bytes do not show yet."""
     with contextlib.suppress(OSError):
         if os.stat(f"{db}-wal").st_size > 0:
@@ -83,12 +86,12 @@ def _content(db: Path) -> tuple[str, int] | None:
         if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
             return None
         f.seek(0)
-        return hashlib.file_digest(f, "sha256").hexdigest(), os.fstat(f.fileno()).st_size
+        return hashlib.file_digest(f, "sha256").hexdigest(), os.fstat(f.fileno())
 
 
-def _identity(db: Path) -> tuple[Path, str, int] | None:
+def _identity(db: Path) -> tuple[Path, str, os.stat_result] | None:
     """``db`` resolved, the identity of its cards as it is now (sha256 over its bytes' digest, the schema version,
-    ``FORMAT`` and the cards' shape) and its size; None when it has none (see ``_content``)."""
+    ``FORMAT`` and the cards' shape) and its status; None when it has none (see ``_content``)."""
     try:
         real = db.resolve()
     except (OSError, RuntimeError):  # RuntimeError: a symlink loop (before Python 3.13)
@@ -96,8 +99,8 @@ def _identity(db: Path) -> tuple[Path, str, int] | None:
     content = _content(real)
     if content is None:
         return None
-    digest, size = content
-    return real, hashlib.sha256(f"{digest}:{SCHEMA_VERSION}:{FORMAT}:{_SHAPE}".encode()).hexdigest(), size
+    digest, st = content
+    return real, hashlib.sha256(f"{digest}:{SCHEMA_VERSION}:{FORMAT}:{_SHAPE}".encode()).hexdigest(), st
 
 
 def path(home: Path, db: Path) -> Kept | None:
@@ -105,20 +108,23 @@ def path(home: Path, db: Path) -> Kept | None:
     found = _identity(db)
     if found is None:
         return None
-    real, identity, size = found
+    real, identity, st = found
     name = f"{hashlib.sha256(os.fsencode(real)).hexdigest()[:16]}-{identity[:16]}.json"
-    return Kept(Path(home) / "catalog" / "cards" / name, 8 * size + (1 << 20), identity, seed_file(real))
+    return Kept(Path(home) / "catalog" / "cards" / name, 8 * st.st_size + (1 << 20), identity, seed_file(real),
+                (st.st_uid, st.st_mode & 0o022))
 
 
-def _cards_in(file: Path, limit: int, unwrap: Callable[[Any], Any]) -> list[ModelCard] | None:
+def _cards_in(file: Path, limit: int, unwrap: Callable[[Any], Any], writers: tuple[int, int] | None = None) -> list[ModelCard] | None:
     """The cards in the JSON ``file`` (``unwrap`` takes their list out of it), or None when it is not a regular file of
-    at most ``limit`` bytes, or what it holds is not cards."""
+    at most ``limit`` bytes (given ``writers``, owned by that uid and writable by no group or other the bits do not
+    name), or what it holds is not cards."""
     f = _open_regular(file)
     if f is None:
         return None
     try:
         with f:
-            if os.fstat(f.fileno()).st_size > limit:
+            st = os.fstat(f.fileno())
+            if st.st_size > limit or (writers is not None and (st.st_uid != writers[0] or st.st_mode & 0o022 & ~writers[1])):
                 return None
             data = json.loads(f.read(limit + 1))
         return decoder.cards(unwrap(data))
@@ -138,7 +144,7 @@ def seeded(kept: Kept) -> list[ModelCard] | None:
         if type(data) is not dict or data.keys() != {"identity", "cards"} or data["identity"] != kept.identity:
             raise decoder.Malformed("not the seed of this catalog as it is now")
         return data["cards"]
-    return _cards_in(kept.seed, kept.limit, cards)
+    return _cards_in(kept.seed, kept.limit, cards, kept.writers)
 
 
 def _replace(file: Path, data: bytes, mode: int | None = None) -> None:
@@ -165,8 +171,8 @@ def seed(db: Path, cards: list[ModelCard]) -> None:
     its permissions; nothing when it has no identity (see ``_content``)."""
     found = _identity(db)
     if found is not None:
-        real, identity, _ = found
-        _replace(seed_file(real), json.dumps({"identity": identity, "cards": _plain(cards)}).encode(), stat.S_IMODE(os.stat(real).st_mode))
+        real, identity, st = found
+        _replace(seed_file(real), json.dumps({"identity": identity, "cards": _plain(cards)}).encode(), stat.S_IMODE(st.st_mode))
 
 
 def save(kept: Kept, cards: list[ModelCard]) -> None:

@@ -14,6 +14,7 @@ cache and read a second time to verify.
 from __future__ import annotations
 
 import json
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -22,12 +23,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from zoo.errors import FetchError, RemoteNotFoundError
+from zoo.errors import FetchError, RemoteNotFoundError, ZooError
 from zoo.fetch import progress
 from zoo.fetch.hashing import Expected
-from zoo.fetch.transfer import Fetched, HttpFetcher, Limits, Progress, _noop, copy_file, etag_claim
+from zoo.fetch.transfer import Fetched, HttpFetcher, Limits, Progress, _noop, copy_file, etag_claim, get_within, late, redact
 
 HASHES_FILE = ".zoo-hashes.json"  # written by `zoo mirror pull`: {path: {"sha256": ..., "size": ...}}
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # what a token may hold to travel in a header as it is: visible ASCII
 
 
 @dataclass(frozen=True)
@@ -62,33 +64,57 @@ class Source(ABC):
               progress: Progress = _noop, resumed: Progress = _noop) -> Fetched: ...
 
 
-def read_capped(chunks: Iterable[bytes], cap: int, what: str, within: float | None = None) -> bytes:
+def read_capped(chunks: Iterable[bytes], cap: int, what: str, within: float | None = None, since: float | None = None) -> bytes:
     """The whole body, refusing (``FetchError``) once it passes ``cap`` bytes or, given ``within``, takes longer
-    than that many seconds: a listing can neither exhaust memory nor be drip-fed forever."""
+    than that many seconds (counted from ``since``, a ``time.monotonic()``, default now): a listing can neither
+    exhaust memory nor be drip-fed forever."""
     out = bytearray()
-    deadline = None if within is None else time.monotonic() + within
+    deadline = None if within is None else (time.monotonic() if since is None else since) + within
     for chunk in chunks:
         out += chunk
         if len(out) > cap:
             raise FetchError(f"{what} is larger than {cap} bytes; refused", "raise ZOO_MAX_API_BYTES if this server is trusted")
         if deadline is not None and time.monotonic() > deadline:
-            raise FetchError(f"{what} took longer than {within:g} s to arrive; refused",
-                             "the server is too slow or stalling; raise ZOO_READ_TIMEOUT if it is only slow")
+            raise late(what, within or 0.0)
     return bytes(out)
 
 
+def _json(body: bytes | str) -> Any:
+    """``json.loads``, with nesting too deep for the parser (``RecursionError``) a ``ValueError`` like any bad JSON."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def _size(value: Any) -> int | None:
+    """A listed size: a whole number of bytes, not negative (a bool, float or string is a malformed listing)."""
+    if value is None or (type(value) is int and value >= 0):
+        return value
+    raise ValueError(f"not a size: {value!r:.40}")
+
+
+def _hex(value: Any, digits: int) -> str | None:
+    """A listed hash or commit id: exactly ``digits`` hex digits (lowercased), or None when absent. Anything else (a
+    path, markup, escape codes) would reach file names and terminals, so it is a malformed listing."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and len(value) == digits and all(c in "0123456789abcdefABCDEF" for c in value):
+        return value.lower()
+    raise ValueError(f"not {digits} hex digits: {value!r:.40}")
+
+
 def _hub_listing(data: Any, what: str) -> Listing:
-    """Model info JSON (``/api/models/<repo>/revision/<rev>?blobs=true``) -> per-file sizes, LFS sha256, blob ids."""
+    """Model info JSON (``/api/models/<repo>/revision/<rev>?blobs=true``) -> per-file sizes, LFS sha256, blob ids;
+    each value is checked for the form the Hub gives it."""
     try:
         files = {}
         for s in data.get("siblings") or []:
             lfs = s.get("lfs") or {}
-            path, size = str(s["rfilename"]), s.get("size", lfs.get("size"))
-            sha = lfs.get("sha256")
-            files[path] = Remote(path, int(size) if size is not None else None, str(sha).lower() if sha else None,
-                                 None if sha or not s.get("blobId") else str(s["blobId"]).lower())
-        commit = data.get("sha")
-        return Listing(str(commit) if commit else None, files)
+            path, size = str(s["rfilename"]), _size(s.get("size", lfs.get("size")))
+            sha = _hex(lfs.get("sha256"), 64)
+            files[path] = Remote(path, size, sha, None if sha else _hex(s.get("blobId"), 40))
+        return Listing(_hex(data.get("sha"), 40), files)
     except (AttributeError, KeyError, TypeError, ValueError):
         raise FetchError(f"{what}: malformed listing") from None
 
@@ -96,13 +122,27 @@ def _hub_listing(data: Any, what: str) -> Listing:
 def get_capped(session: Any, url: str, limits: Limits, what: str, headers: dict[str, str] | None = None,
                params: dict[str, Any] | None = None) -> tuple[Any, bytes]:
     """GET ``url`` through a ``requests`` session: the response and its body, capped at ``limits.max_api_bytes``
-    and at ``limits.read_timeout`` seconds in all (an error answer's body is not read: its status and headers say
-    what it is). Connection failures raise ``requests.RequestException``."""
-    with session.get(url, headers=headers, params=params, timeout=(10.0, limits.read_timeout), stream=True) as resp:
+    and at ``limits.read_timeout`` seconds in all, status line and headers included (an error answer's body is not
+    read: its status and headers say what it is). Connection failures, and a body that breaks off or is not encoded
+    as its ``Content-Encoding`` says, raise ``requests.RequestException`` (as ``iter_content`` would)."""
+    import requests
+    import urllib3
+
+    started, within = time.monotonic(), limits.read_timeout
+    try:
+        resp = get_within(session, url, within, headers=headers, params=params, timeout=(10.0, within))
+    except TimeoutError:
+        raise late(what, within) from None
+    with resp:
         if resp.status_code >= 400:
             return resp, b""
         pieces = iter(lambda: resp.raw.read1(1 << 16, decode_content=True), b"")  # each as it arrives: a drip is timed
-        return resp, read_capped(pieces, limits.max_api_bytes, what, within=limits.read_timeout)
+        try:
+            return resp, read_capped(pieces, limits.max_api_bytes, what, within, started)
+        except urllib3.exceptions.DecodeError as exc:
+            raise requests.exceptions.ContentDecodingError(exc) from None
+        except urllib3.exceptions.HTTPError as exc:  # broke off: a short body, a bad chunk, a read timeout
+            raise requests.ConnectionError(exc) from None
 
 
 def hub_error(status: int, headers: Any) -> str | None:
@@ -125,7 +165,7 @@ class HubSource(Source):
 
         self.endpoint = (endpoint or config.hf_endpoint()).rstrip("/")
         self.token = token
-        self.label = self.endpoint
+        self.label = redact(self.endpoint)
         self.limits = limits or Limits.from_config()
         self._fetcher: HttpFetcher | None = None
 
@@ -139,6 +179,9 @@ class HubSource(Source):
 
         from zoo.version import __version__
 
+        if self.token and not _HEADER_SAFE.fullmatch(self.token):
+            raise ZooError("the Hugging Face token (HF_TOKEN or the saved login) holds a space, control or non-ASCII "
+                           "character, which an HTTP header cannot carry", "check the token for a stray character")
         agent = f"obert-zoo/{__version__}; hf_hub/{huggingface_hub.__version__}; python/{platform.python_version()}"
         return {"user-agent": agent, **({"authorization": f"Bearer {self.token}"} if self.token else {})}
 
@@ -152,21 +195,21 @@ class HubSource(Source):
         import requests
 
         retries = self.limits.retries if retries is None else retries
-        url = f"{self.endpoint}/api/models/{repo}/revision/{quote(revision, safe='')}"
+        url = f"{self.endpoint}/api/models/{repo}/revision/{_segment(revision)}"
         http = self._http()
         for attempt in range(retries + 1):
             try:
                 resp, body = get_capped(http.session, url, self.limits, f"{self.label}: the listing of {repo}",
                                         http.headers, {"blobs": True})
             except requests.RequestException as exc:  # refused, timed out, a redirect loop: the endpoint is unusable
-                if attempt == retries:
+                if attempt == retries or not isinstance(exc, (requests.ConnectionError, requests.Timeout)):  # a loop, file://
                     raise FetchError(f"{self.label}: cannot reach the Hub ({type(exc).__name__})") from None
                 reason = f"cannot reach the Hub ({type(exc).__name__})"
             else:
                 status = resp.status_code
-                if status < 400:
+                if status == 200:  # a 204, or a 3xx with no Location, is no listing
                     try:
-                        return _hub_listing(json.loads(body), f"{self.label}: {repo}")
+                        return _hub_listing(_json(body), f"{self.label}: {repo}")
                     except ValueError:
                         raise FetchError(f"{self.label}: listing {repo} is not JSON") from None
                 named = hub_error(status, resp.headers)
@@ -186,8 +229,16 @@ class HubSource(Source):
 
     def fetch(self, repo: str, revision: str, path: str, part: Path, expected: Expected,
               progress: Progress = _noop, resumed: Progress = _noop) -> Fetched:
-        url = f"{self.endpoint}/{repo}/resolve/{quote(revision, safe='')}/{quote(path)}"  # as hf_hub_url builds it
+        url = f"{self.endpoint}/{repo}/resolve/{_segment(revision)}/{quote(path)}"  # as hf_hub_url builds it
         return self._http().fetch(url, part, expected, progress, resumed)
+
+
+def _segment(revision: str) -> str:
+    """``revision`` as one URL path segment, '/' included (``refs/pr/1``), as hf_hub_url quotes it. '.' and '..'
+    would not stay one: the client resolves them, asking for another URL (``/revision/..`` is the repo's default)."""
+    if revision in (".", ".."):
+        raise ZooError(f"'{revision}' is not a revision", "give a branch, tag or full commit id with --revision")
+    return quote(revision, safe="")
 
 
 class HttpMirror(Source):
@@ -198,7 +249,7 @@ class HttpMirror(Source):
 
     def __init__(self, base: str, limits: Limits | None = None) -> None:
         self.base = base.rstrip("/")
-        self.label = self.base
+        self.label = redact(self.base)
         self.limits = limits or Limits.from_config()
         self._fetcher = HttpFetcher(limits=self.limits)
 
@@ -207,13 +258,13 @@ class HttpMirror(Source):
 
         url = f"{self.base}/{repo}/{HASHES_FILE}"
         try:
-            resp, body = get_capped(self._fetcher.session, url, self.limits, url)
+            resp, body = get_capped(self._fetcher.session, url, self.limits, redact(url))
         except requests.RequestException as exc:
             raise FetchError(f"{self.label}: unreachable ({type(exc).__name__})") from None
         if resp.status_code != 200:
             return Listing(None, None)
         try:
-            return Listing(None, _hashes_listing(json.loads(body)))
+            return Listing(None, _hashes_listing(_json(body)))
         except (ValueError, TypeError, KeyError, AttributeError):
             return Listing(None, None)
 
@@ -223,7 +274,8 @@ class HttpMirror(Source):
 
 
 def _hashes_listing(data: dict) -> dict[str, Remote]:
-    return {p: Remote(p, int(v["size"]), str(v["sha256"]).lower(), authority="hashes-file") for p, v in data.items()}
+    """A ``.zoo-hashes.json`` -> its claims, each in the form `zoo mirror pull` writes (else ``ValueError``)."""
+    return {p: Remote(p, _size(v["size"]), _hex(v["sha256"], 64), authority="hashes-file") for p, v in data.items()}
 
 
 class LocalDir(Source):
@@ -256,7 +308,7 @@ class LocalDir(Source):
         hashes = base / HASHES_FILE
         if hashes.exists():
             try:
-                files.update(_hashes_listing(json.loads(hashes.read_text())))
+                files.update(_hashes_listing(_json(hashes.read_text())))
             except (ValueError, TypeError, KeyError, AttributeError):
                 raise FetchError(f"{hashes} is corrupt") from None
         return Listing(None, files)
@@ -293,5 +345,6 @@ def default_sources(mirrors: list[str] | None = None, limits: Limits | None = No
     from zoo import config
 
     limits = limits or Limits.from_config()
+    endpoint = endpoint or config.hf_endpoint()  # checked before the token lookup imports huggingface_hub, which parses it
     return [HttpMirror(m, limits) for m in (mirrors if mirrors is not None else config.mirrors())] + [
         HubSource(endpoint, token if token is not None else config.hf_token(), limits)]

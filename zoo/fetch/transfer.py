@@ -12,11 +12,13 @@ import errno
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from zoo.errors import DiskFullError, FetchError, RemoteNotFoundError
 from zoo.fetch.hashing import CHUNK, Expected, StreamHash
@@ -95,6 +97,62 @@ def header_claims(responses: Iterable[Any]) -> tuple[str | None, str | None]:
     chain = list(responses)
     tags = [r.headers.get("X-Linked-Etag") for r in chain] + [chain[0].headers.get("ETag") if chain else None]
     return next((c for c in map(etag_claim, tags) if any(c)), (None, None))
+
+
+def redact(url: str) -> str:
+    """``url`` as it may be printed or recorded: a password in it (``http://user:pass@host``) shown as ``***``."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:  # not a URL urllib can split (a bad port, a broken IPv6 literal): nothing to find
+        return url
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}"))
+
+
+def late(what: str, within: float) -> FetchError:
+    """The error for an answer (``what``) that took longer than ``within`` seconds in all."""
+    return FetchError(f"{what} took longer than {within:g} s to arrive; refused",
+                      "the server is too slow or stalling; raise ZOO_READ_TIMEOUT if it is only slow")
+
+
+def get_within(session: Any, url: str, within: float, **kwargs: Any) -> Any:
+    """``session.get(url, stream=True, **kwargs)`` whose status line and headers have arrived ``within`` seconds, or
+    ``TimeoutError``: a server dripping them a byte at a time never trips a per-read timeout. The request runs on a
+    daemon thread; a late one is left to end on its own and its response is closed. A ``Location`` urllib cannot
+    parse (``ValueError``) is raised as ``requests.exceptions.InvalidURL``, as requests raises other bad URLs."""
+    import requests
+
+    outcome: list[Any] = []
+    guard = threading.Lock()
+    abandoned = threading.Event()
+
+    def run() -> None:
+        try:
+            got: Any = session.get(url, stream=True, **kwargs)
+        except requests.RequestException as exc:
+            got = exc
+        except ValueError as exc:
+            got = requests.exceptions.InvalidURL(str(exc))
+        except BaseException as exc:  # noqa: BLE001  (handed to the calling thread)
+            got = exc
+        with guard:
+            if abandoned.is_set():
+                if not isinstance(got, BaseException):
+                    got.close()
+                return
+            outcome.append(got)
+
+    worker = threading.Thread(target=run, daemon=True, name="zoo-http-head")
+    worker.start()
+    worker.join(within)
+    with guard:
+        if not outcome:
+            abandoned.set()
+            raise TimeoutError(f"no answer within {within:g} s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 Progress = Callable[[int], None]
@@ -219,9 +277,9 @@ class HttpFetcher:
                 wait = why.wait if why.wait is not None else self.limits.backoff_wait(failures)
                 if failures > self.limits.retries or waited + wait > self.limits.retry_budget:
                     spent = f"{self.limits.retries} retries" if failures > self.limits.retries else f"{waited:.0f} s of waiting"
-                    raise FetchError(f"{url}: {why.reason} (gave up after {spent})",
+                    raise FetchError(f"{redact(url)}: {why.reason} (gave up after {spent})",
                                      "check the source; rerun to resume from the partial download", status=why.status) from None
-                status(f"retry {failures or 1}/{self.limits.retries} in {wait:.1f} s: {why.reason} ({url})")
+                status(f"retry {failures or 1}/{self.limits.retries} in {wait:.1f} s: {why.reason} ({redact(url)})")
                 time.sleep(wait)
                 waited += wait
                 if why.restart:
@@ -235,20 +293,22 @@ class HttpFetcher:
         import requests
         import urllib3
 
-        offset = h.size
+        offset, shown, within = h.size, redact(url), self.limits.read_timeout
         headers = {**self.headers, "Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
         try:
-            resp = self.session.get(url, headers=headers, stream=True, timeout=(10.0, self.limits.read_timeout))
+            resp = get_within(self.session, url, within, headers=headers, timeout=(10.0, within))
+        except TimeoutError:
+            raise _Retry(f"no status line and headers within {within:g} s") from None
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise _Retry(f"connection failed: {type(exc).__name__}") from None
         except requests.TooManyRedirects:
-            raise FetchError(f"{url}: redirect loop (more than {self.session.max_redirects} redirects)",
+            raise FetchError(f"{shown}: redirect loop (more than {self.session.max_redirects} redirects)",
                              "the server is misconfigured; try another --mirror") from None
         except requests.RequestException as exc:  # a redirect to file://, a malformed Location, ...
             reason = str(exc).splitlines()[0] if str(exc) else ""
-            raise FetchError(f"{url}: refused to follow the server's answer ({type(exc).__name__}: {reason})",
+            raise FetchError(f"{shown}: refused to follow the server's answer ({type(exc).__name__}: {reason})",
                              "the server redirected somewhere zoo does not fetch from; try another --mirror") from None
         with resp:
             status = resp.status_code
@@ -260,12 +320,12 @@ class HttpFetcher:
                     return True, (None, None)
                 raise _Retry("HTTP 416 for a resume offset", restart=True, status=status)
             if status in (401, 403):
-                raise FetchError(f"{url}: HTTP {status} (access denied)", "set HF_TOKEN to a token that can read this repo",
+                raise FetchError(f"{shown}: HTTP {status} (access denied)", "set HF_TOKEN to a token that can read this repo",
                                  status=status)
             if status == 404:
-                raise RemoteNotFoundError(f"{url}: HTTP 404 (not at this source)", status=status)
-            if status >= 400:
-                raise FetchError(f"{url}: HTTP {status}", status=status)
+                raise RemoteNotFoundError(f"{shown}: HTTP 404 (not at this source)", status=status)
+            if status not in (200, 206):  # a 204, or a 3xx without a Location: its body is not the file
+                raise FetchError(f"{shown}: HTTP {status}", status=status)
             if offset and status == 200:
                 raise _Retry("server ignored the Range request", restart=True, wait=0)
             if status == 206 and not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
