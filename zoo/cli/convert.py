@@ -6,12 +6,17 @@ import hashlib
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from zoo.cli.app import console, emit_json, json_option, settings
 from zoo.errors import InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from zoo.convert.onnx_file import Exported
 
 
 def _load(name_or_dir: str):  # noqa: ANN202
@@ -91,6 +96,21 @@ def _provenance(source: Any, bert: Any) -> dict[str, str]:
     return meta
 
 
+def _unused(graphs: Iterable[Exported]) -> list[str]:
+    """The data files earlier exports left beside ``graphs`` that were removed, as the new graphs do not read them; one
+    stderr line for each one left where it is (a link, a directory)."""
+    from zoo.convert.onnx_file import text
+
+    for graph in graphs:
+        if graph.kept:
+            sys.stderr.write(f"warning: {graph.kept}\n")
+    return [text(str(graph.removed)) for graph in graphs if graph.removed]
+
+
+def _removed_note(removed: list[str]) -> str:
+    return f"; removed the unused {', '.join(removed)}" if removed else ""
+
+
 @click.command("export")
 @click.argument("model")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
@@ -123,13 +143,15 @@ def export_cmd(model: str, output: Path | None, fmt: str, static: str | None, fp
     # paths (a repo directory's, the output's) as text that JSON, the state database and a terminal take, whatever bytes they hold
     meta, label = {k: text(v) for k, v in _provenance(source, bert).items()}, text(source.label)
     if fmt == "optimum":
-        files = export_optimum(bert, source.path, output, metadata=meta, static=shape,  # type: ignore[arg-type]
-                               external_data=external_data or None)
-        result = {"model": label, "path": text(str(output)), "format": fmt, "files": files, "metadata": meta,
-                  "outputs": bert.output_names, "seconds": round(time.perf_counter() - start, 2)}
+        directory = export_optimum(bert, source.path, output, metadata=meta, static=shape,  # type: ignore[arg-type]
+                                   external_data=external_data or None)
+        files = directory.files
+        result = {"model": label, "path": text(str(output)), "format": fmt, "files": files, "removed": _unused(directory.graphs),
+                  "metadata": meta, "outputs": bert.output_names, "seconds": round(time.perf_counter() - start, 2)}
         if as_json:
             return emit_json(result)
-        console().print(f"wrote {result['path']}: {', '.join(files)} (outputs {', '.join(bert.output_names)}) in {result['seconds']} s")
+        console().print(f"wrote {result['path']}: {', '.join(files)} (outputs {', '.join(bert.output_names)}) in {result['seconds']} s"
+                        + _removed_note(result["removed"]))
         return None
     quantized = bert.quantized and not fp32
     out = output or Path.cwd() / f"{source.name}{'.int8' if quantized else ''}.onnx"
@@ -142,12 +164,14 @@ def export_cmd(model: str, output: Path | None, fmt: str, static: str | None, fp
             state.record_artifact(label, kind + suffix, text(str(written.path.resolve())), written.sha256, written.size, home=settings().home)
     data = done.data and {"path": text(str(done.data.path)), "sha256": done.data.sha256, "bytes": done.data.size}
     result = {"model": label, "path": text(str(out)), "format": fmt, "sha256": done.sha256, "quantized": quantized, "bytes": done.size,
-              "data": data, "outputs": bert.output_names, "metadata": meta, "seconds": round(time.perf_counter() - start, 2)}
+              "data": data, "removed": _unused([done]), "outputs": bert.output_names, "metadata": meta,
+              "seconds": round(time.perf_counter() - start, 2)}
     if as_json:
         return emit_json(result)
     weights = f", weights in {text(done.data.path.name)} ({done.data.size / 1e6:.1f} MB)" if done.data else ""
     console().print(f"wrote {result['path']} ({done.size / 1e6:.1f} MB{weights}, {'int8 QDQ' if quantized else 'fp32'}, "
-                    f"outputs {', '.join(bert.output_names)}) sha256 {done.sha256[:16]}... in {result['seconds']} s")
+                    f"outputs {', '.join(bert.output_names)}) sha256 {done.sha256[:16]}... in {result['seconds']} s"
+                    + _removed_note(result["removed"]))
 
 
 COMMANDS = [inspect_cmd, export_cmd]

@@ -12,6 +12,7 @@ Initializers are the model's own arrays (views where they can be: a transposed w
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -206,24 +207,34 @@ OPTIMUM_COPIED = ("config.json", "tokenizer.json", "vocab.txt", "tokenizer_confi
 OPTIMUM_FILES = {False: "model.onnx", True: "model_quantized.onnx"}  # Optimum's names for the fp32 and quantized graphs
 
 
+@dataclass(frozen=True)
+class OptimumExport:
+    """What ``export_optimum`` wrote: each file's name and sha256, and the graphs as written (``Exported.removed`` and
+    ``kept`` name the data files an earlier export left)."""
+
+    files: dict[str, str]
+    graphs: tuple[Exported, ...]
+
+
 def export_optimum(model: BertModel, repo: Path, out_dir: Path, metadata: dict[str, str] | None = None,
-                   static: tuple[int, int] | None = None, external_data: bool | None = None) -> dict[str, str]:
+                   static: tuple[int, int] | None = None, external_data: bool | None = None) -> OptimumExport:
     """A directory ``optimum.onnxruntime.ORTModelFor*.from_pretrained`` loads as it is: ``model.onnx`` (fp32),
     ``model_quantized.onnx`` for a QAT model (int8 QDQ), and ``repo``'s config and tokenizer files; external
     weights, where there are any, in ``model.onnx_data`` (Optimum's name, which it fetches beside a Hub graph).
 
-    Returns each written file's name and sha256."""
+    A one-file graph removes the ``_data`` file an earlier external-data export left beside it."""
     import shutil
 
     out_dir = Path(out_dir)
     if not (Path(repo) / "config.json").is_file():
         raise ExportError(f"{repo} has no config.json, which an Optimum directory needs")
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {}
+    written, graphs = {}, []
     for quantized in (False, True) if model.quantized else (False,):
         name = OPTIMUM_FILES[quantized]
         done = write_onnx(model, out_dir / name, quantized, metadata, static, external_data, data_name=f"{name}_data")
         written[name] = done.sha256
+        graphs.append(done)
         if done.data is not None:
             written[done.data.path.name] = done.data.sha256
     for name in OPTIMUM_COPIED:
@@ -234,4 +245,4 @@ def export_optimum(model: BertModel, repo: Path, out_dir: Path, metadata: dict[s
             except OSError as exc:
                 raise ExportError(f"cannot write {out_dir / name}: {exc.strerror}") from None
             written[name] = hashlib.sha256((out_dir / name).read_bytes()).hexdigest()
-    return written
+    return OptimumExport(written, tuple(graphs))

@@ -10,7 +10,8 @@ copy of the graph whose weights point at the bytes already written; the files ap
 Any array goes: transposed or otherwise strided (written in slices, never copied whole), big-endian or other
 non-native byte orders (ONNX stores little-endian), empty. Temporary files get names of their own (never the output's:
 ONNX refuses a data file name holding ``..`` or not UTF-8), are removed on an error, Ctrl-C or SIGTERM, and the
-data file's final name is checked before anything is written.
+data file's final name is checked before anything is written. A one-file export removes the data file an earlier
+external-data export left at that name (a regular file only: a link or directory there is left, and said so).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,12 +65,15 @@ class ModelParts:
 
 @dataclass(frozen=True)
 class Exported:
-    """A written ONNX file (path, sha256, bytes) and, in the external-data layout, its weights file."""
+    """A written ONNX file (path, sha256, bytes) and, in the external-data layout, its weights file. A one-file
+    export names the data file an earlier export left beside it: ``removed``, or why it was left (``kept``, one line)."""
 
     path: Path
     sha256: str
     size: int
     data: Exported | None = None
+    removed: Path | None = None
+    kept: str | None = None
 
 
 def _varint(n: int) -> bytes:
@@ -228,6 +233,26 @@ def _refuse(out: Path, data_path: Path | None, size: int) -> None:
                           "or is not UTF-8", "choose another output name")
 
 
+def _remove_unused(data_path: Path) -> tuple[Path | None, str | None]:
+    """Removes the data file at ``data_path``, the name this graph's weights would have in the external-data layout,
+    which a one-file graph no longer reads: (the removed path, None), or (None, why it is left) for anything but a
+    regular file there (a link, a directory: not one zoo wrote); (None, None) when nothing is there."""
+    try:
+        mode = data_path.lstat().st_mode
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot look at {text(str(data_path))}: {exc.strerror or exc}"
+    if not stat.S_ISREG(mode):
+        what = "a link" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        return None, f"left {text(str(data_path))} alone: it is {what}, not a data file zoo wrote; the new graph does not read it"
+    try:
+        data_path.unlink()
+    except OSError as exc:
+        return None, f"cannot remove the unused data file {text(str(data_path))}: {exc.strerror or exc}"
+    return data_path, None
+
+
 @contextlib.contextmanager
 def _terminable() -> Iterator[None]:
     """SIGTERM ends the process by ``SystemExit`` meanwhile, so that ``finally`` blocks remove temporary files (its
@@ -250,14 +275,15 @@ def _terminable() -> Iterator[None]:
 def write(parts: ModelParts, out: Path, external_data: bool | None = None, data_name: str | None = None) -> Exported:
     """``parts`` checked by onnx.checker and written to ``out`` atomically: one file when it fits protobuf's 2 GB
     limit; else, or with ``external_data``, the graph in ``out`` and the weights in ``data_name`` beside it
-    (default: ``out``'s name + ``.data``)."""
+    (default: ``out``'s name + ``.data``). A one-file graph then removes a data file an earlier export left at that
+    name, which it does not read (``Exported.removed``), a regular file only (else ``Exported.kept`` says why not)."""
     pieces, size = _single_file(parts)
     external = size > SINGLE_FILE_LIMIT if external_data is None else external_data
     out = Path(out)
     data_path = out.with_name(data_name or f"{out.name}.data")
     _refuse(out, data_path if external else None, size)
     made: list[Path] = []
-    data = None
+    data, removed, kept = None, None, None
     try:
         with _terminable():
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -274,10 +300,12 @@ def write(parts: ModelParts, out: Path, external_data: bool | None = None, data_
             if external:
                 os.replace(weights.path, data_path)
             os.replace(graph.path, out)
+            if not external and data_path != out:
+                removed, kept = _remove_unused(data_path)
     except OSError as exc:
         raise ExportError(f"cannot write {text(str(out))}: {exc.strerror or exc}") from None
     finally:
         for path in made:
             with contextlib.suppress(OSError):  # an unwritable directory holds none of them
                 path.unlink(missing_ok=True)
-    return Exported(out, graph.hash.hexdigest(), graph.size, data)
+    return Exported(out, graph.hash.hexdigest(), graph.size, data, removed, kept)
