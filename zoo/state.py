@@ -191,6 +191,12 @@ def record_artifact(model: str, kind: str, path: str, sha256: str, size: int, ho
         _insert(con, "artifacts", {"at": now(), "model": model, "kind": kind, "path": path, "sha256": sha256, "size": size})
 
 
+def forget_artifact(path: str, home: Path | None = None) -> None:
+    """Drop the record of a derived file that is gone (a data file a re-export removed)."""
+    with _transaction(home, write=True) as con:
+        con.execute("DELETE FROM artifacts WHERE path = ?", (path,))
+
+
 def artifacts(model: str | None = None, home: Path | None = None) -> list[dict[str, Any]]:
     return _select("artifacts", {"model": model} if model else {}, "id", home)
 

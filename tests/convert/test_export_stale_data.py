@@ -45,6 +45,10 @@ def test_one_file_after_external_data_removes_the_data_file_and_back(cli, repo: 
     one = _export(cli, repo, out, "--fp32")
     assert {p.name for p in tmp_path.iterdir()} == mine | {"m.onnx"}
     assert one["data"] is None and one["removed"] == [str(tmp_path / "m.onnx.data")]
+    from zoo import state
+
+    recorded = {a["path"]: a["kind"] for a in state.artifacts(str(repo))}
+    assert recorded.get(str(out.resolve())) == "onnx-fp32" and str((tmp_path / "m.onnx.data").resolve()) not in recorded, recorded
     assert _locations(out) == set() and len(onnx.load(str(out)).graph.initializer) > 0
     assert len(_run(out)) == 2
 

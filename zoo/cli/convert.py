@@ -162,6 +162,8 @@ def export_cmd(model: str, output: Path | None, fmt: str, static: str | None, fp
     for written, suffix in ((done, ""), (done.data, "-data")):
         if written is not None:
             state.record_artifact(label, kind + suffix, text(str(written.path.resolve())), written.sha256, written.size, home=settings().home)
+    if done.removed is not None:
+        state.forget_artifact(text(str(done.removed.resolve())), home=settings().home)
     data = done.data and {"path": text(str(done.data.path)), "sha256": done.data.sha256, "bytes": done.data.size}
     result = {"model": label, "path": text(str(out)), "format": fmt, "sha256": done.sha256, "quantized": quantized, "bytes": done.size,
               "data": data, "removed": _unused([done]), "outputs": bert.output_names, "metadata": meta,
