@@ -216,6 +216,24 @@ def test_drain_timeout_cuts_requests_still_running_with_503_and_exits_1(qa_repo:
     assert "stopped (requests in flight were answered)" not in err and "timeout graceful shutdown" not in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_a_second_signal_during_the_drain_stops_at_once_with_one_line(qa_repo: Path, tmp_path: Path, sig: int) -> None:
+    served = start_server(str(qa_repo), "--threads", "1", env={"ZOO_HOME": str(tmp_path)})  # the drain would wait 30 s
+    route = f"/models/{qa_repo.name}"
+    held = [HeldRequest(served.url, route, {"inputs": {"question": q, "context": CONTEXT}}) for q in QUESTIONS[:2]]
+    _wait_until(lambda: _counter(served, "zoo_requests_in_flight", f'route="{route}"') == 2, "the server to receive 2 requests")
+    served.proc.send_signal(sig)
+    _wait_until(lambda: "stopping" in served.stderr(), "the server to start draining")
+    served.proc.send_signal(sig)
+    rc = served.proc.wait(timeout=20)  # well inside the 30 s drain
+    answers = [h.answer(send_rest=False) for h in held]
+    assert rc == 1 and all(status == 503 and "second signal" in body["error"] for status, body in answers), (rc, answers)
+    _wait_until(lambda: "cutting" in served.stderr(), "the server's last line")
+    err = served.stderr()
+    assert err.count("cutting") == 1 and "stopped at once (second signal), cutting 2 requests in flight" in err, err[-2000:]
+    assert "Traceback" not in err and "ERROR" not in err and "drain timeout" not in err and "were answered" not in err, err[-2000:]
+
+
 def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

@@ -39,8 +39,8 @@ def _token(token_file: Path | None) -> str | None:
 @click.option("--max-queue", type=click.IntRange(min=1), default=None, help="Requests queued per model before 503  [default: 256]")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.01), default=None, help="Seconds before a request gets 504  [default: 60]")
 @click.option("--drain-timeout", "drain_timeout_s", type=click.FloatRange(min=0), default=None,
-              help="Seconds SIGTERM/Ctrl-C waits for requests in flight; any still running then get 503 and the exit status is 1  "
-                   "[default: 30]")
+              help="Seconds SIGTERM/Ctrl-C waits for requests in flight; any still running then (or at a second signal) get 503 and the "
+                   "exit status is 1  [default: 30]")
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=None, help="Largest request body, in MB  [default: 8]")
 @click.option("--engine", type=click.Choice(["auto", "sparse", "onnxruntime"]), default="auto", show_default=True,
               help="auto: the sparse engine for sparse models, onnxruntime for dense ones.")

@@ -4,11 +4,13 @@ Models come through the same verified path as ``zoo.load`` (``zoo.prepare``); ev
 validated and warmed before the port opens, so a listening server is a ready one. Uvicorn runs the
 Starlette app on a socket bound here (``--port 0`` picks a free port, printed in the banner); SIGTERM
 or Ctrl-C stops accepting, lets requests in flight finish, drains the queues and exits 0. Requests still
-running after ``drain_timeout_s`` are cut (answered 503) and the exit status is 1, with one line saying so.
+running after ``drain_timeout_s`` are cut (answered 503) and the exit status is 1, with one line saying so;
+a second signal during the drain cuts them at once, the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -169,17 +171,23 @@ def _uvicorn_server() -> type:
     import uvicorn
 
     class Drain(uvicorn.Server):
-        """Uvicorn's server, but SIGTERM/SIGINT end in exit 0 after the drain (uvicorn re-raises the signal), and the
-        drain says how many requests it waits for."""
+        """Uvicorn's server, but SIGTERM/SIGINT end in exit 0 after the drain (uvicorn re-raises the signal), the drain
+        says how many requests it waits for, and a second signal cuts the requests in flight at once. Uvicorn's own
+        second Ctrl-C (``force_exit``) skips the app's shutdown, which asyncio then cancels with a traceback; here the
+        requests are cancelled instead (the app answers them 503) and the shutdown runs as after any drain."""
 
-        def __init__(self, config: uvicorn.Config, on_stopping: Callable[[], None]) -> None:
+        def __init__(self, config: uvicorn.Config, on_stopping: Callable[[], None], on_cut_short: Callable[[], None]) -> None:
             super().__init__(config)
-            self.on_stopping = on_stopping
+            self.on_stopping, self.on_cut_short = on_stopping, on_cut_short
+            self.second_signal = asyncio.Event()
 
         @contextlib.contextmanager
         def capture_signals(self):  # noqa: ANN202
+            loop = asyncio.get_running_loop()
+
             def stop(signum: int, frame: Any) -> None:
-                self.force_exit = self.should_exit  # a second signal: stop waiting for connections
+                if self.should_exit:
+                    loop.call_soon_threadsafe(self.second_signal.set)
                 self.should_exit = True
 
             previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -191,7 +199,15 @@ def _uvicorn_server() -> type:
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             self.on_stopping()
-            await super().shutdown(sockets)
+            drain = asyncio.ensure_future(super().shutdown(sockets))
+            second = asyncio.ensure_future(self.second_signal.wait())
+            await asyncio.wait((drain, second), return_when=asyncio.FIRST_COMPLETED)
+            second.cancel()
+            if self.second_signal.is_set() and self.server_state.tasks:
+                self.on_cut_short()
+                for task in list(self.server_state.tasks):
+                    task.cancel()
+            await drain
 
     return Drain
 
@@ -238,15 +254,23 @@ def serve(options: ServeOptions, settings: Settings, say: Callable[[str], None])
 
     def stopping() -> None:
         server.stopping = True
-        n = server.in_flight
-        say(f"zoo serve: stopping: waiting up to {drain:g} s for {n} request{'s' * (n != 1)} in flight")
+        say(f"zoo serve: stopping: waiting up to {drain:g} s for {_requests(server.in_flight)} in flight")
+
+    def cut_short() -> None:
+        server.cut_short = True
 
     names = ", ".join(m.name + (f" (also {', '.join(m.spec.aliases)})" if m.spec.aliases else "") for m in models)
     sys.stdout.write(f"zoo serve: ready at {url}: {names}\n")
     sys.stdout.flush()
-    _uvicorn_server()(config, stopping).run(sockets=[sock])
+    _uvicorn_server()(config, stopping, cut_short).run(sockets=[sock])
+    if server.cut_short:
+        raise ZooError(f"stopped at once (second signal), cutting {_requests(server.cut)} in flight (answered 503)",
+                       "one SIGTERM/Ctrl-C waits up to --drain-timeout for them")
     if server.cut:
-        n = server.cut
-        raise ZooError(f"stopped after the {drain:g} s drain timeout, cutting {n} request{'s' * (n != 1)} still running "
+        raise ZooError(f"stopped after the {drain:g} s drain timeout, cutting {_requests(server.cut)} still running "
                        "(answered 503)", "--drain-timeout sets how long SIGTERM waits")
     say("zoo serve: stopped (requests in flight were answered)")
+
+
+def _requests(n: int) -> str:
+    return f"{n} request{'s' * (n != 1)}"

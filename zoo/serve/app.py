@@ -3,7 +3,7 @@
 Every error is a JSON body ``{"error": "..."}`` with the status that names it (400 malformed input, 401 no
 or wrong token, 404 unknown model, 413 body too large, 503 queue full with ``Retry-After``, 504 timed out);
 an unexpected failure is a 500 whose body says only "internal error" (the log line names the exception).
-A request still running when the server gives up draining (``--drain-timeout``) is answered 503 too.
+A request still running when the server gives up draining (``--drain-timeout``, or a second signal) is answered 503 too.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class Server:
         self.ready = False
         self.in_flight = 0  # requests received and not yet answered
         self.stopping = False  # set when SIGTERM/SIGINT starts the drain
-        self.cut = 0  # requests still running at the drain deadline, cancelled and answered 503
+        self.cut_short = False  # set when a second signal ends the drain at once
+        self.cut = 0  # requests still running at the drain deadline (or the second signal), cancelled and answered 503
         routes = [
             Route("/v2/health/live", self.live), Route("/v2/health/ready", self.health_ready), Route("/v2", self.server_metadata),
             Route("/v2/models/{name:path}/versions/{version}/ready", self.model_ready),
@@ -188,12 +189,12 @@ class _Guard:
         try:
             self._authorize(scope, path)
             await self.app(scope, receive, tracking_send)
-        except asyncio.CancelledError:  # uvicorn cancels what still runs at the drain deadline
+        except asyncio.CancelledError:  # what still runs at the drain deadline, or at a second signal, is cancelled
             if status["started"] or not self.server.stopping:
                 raise
             self.server.cut += 1
-            await _error(503, "the server stopped before answering (its drain timeout ran out); retry", {"Retry-After": "1"})(
-                scope, receive, tracking_send)
+            why = "a second signal cut its drain short" if self.server.cut_short else "its drain timeout ran out"
+            await _error(503, f"the server stopped before answering ({why}); retry", {"Retry-After": "1"})(scope, receive, tracking_send)
         except Exception as exc:  # noqa: BLE001 - the one place errors become responses
             response = self._response_for(exc)
             await response(scope, receive, tracking_send)
