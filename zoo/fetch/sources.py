@@ -26,7 +26,7 @@ from urllib.parse import quote
 from zoo.errors import FetchError, RemoteNotFoundError, ZooError
 from zoo.fetch import progress
 from zoo.fetch.hashing import Expected
-from zoo.fetch.transfer import Fetched, HttpFetcher, Limits, Progress, _noop, copy_file, etag_claim, get_within, late, redact
+from zoo.fetch.transfer import HEX_DIGITS, Fetched, HttpFetcher, Limits, Progress, _noop, copy_file, etag_claim, get_within, late, redact
 
 HASHES_FILE = ".zoo-hashes.json"  # written by `zoo mirror pull`: {path: {"sha256": ..., "size": ...}}
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")  # what a token may hold to travel in a header as it is: visible ASCII
@@ -95,11 +95,12 @@ def _size(value: Any) -> int | None:
 
 
 def _hex(value: Any, digits: int) -> str | None:
-    """A listed hash or commit id: exactly ``digits`` hex digits (lowercased), or None when absent. Anything else (a
-    path, markup, escape codes) would reach file names and terminals, so it is a malformed listing."""
+    """A listed hash or commit id: exactly ``digits`` (64 or 40) hex digits, lowercased, as ``etag_claim`` reads them;
+    None when absent. Anything else (a path, markup, escape codes) would reach file names and terminals, so it is a
+    malformed listing."""
     if value is None or value == "":
         return None
-    if isinstance(value, str) and len(value) == digits and all(c in "0123456789abcdefABCDEF" for c in value):
+    if isinstance(value, str) and value.isascii() and HEX_DIGITS[digits].fullmatch(value.lower()):
         return value.lower()
     raise ValueError(f"not {digits} hex digits: {value!r:.40}")
 

@@ -26,8 +26,7 @@ from zoo.fetch.progress import status
 
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_GIT_OID = re.compile(r"[0-9a-f]{40}")
+HEX_DIGITS = {64: re.compile(r"[0-9a-f]{64}"), 40: re.compile(r"[0-9a-f]{40}")}  # a sha256, a git blob (or commit) id
 
 
 @dataclass(frozen=True)
@@ -85,9 +84,9 @@ class Fetched:
 def etag_claim(tag: str | None) -> tuple[str | None, str | None]:
     """(sha256, git blob id) an ETag-like value names: 64 hex digits a sha256, 40 a git blob id, else nothing."""
     value = (tag or "").strip().removeprefix("W/").strip('"').lower()
-    if _SHA256.fullmatch(value):
+    if HEX_DIGITS[64].fullmatch(value):
         return value, None
-    return (None, value) if _GIT_OID.fullmatch(value) else (None, None)
+    return (None, value) if HEX_DIGITS[40].fullmatch(value) else (None, None)
 
 
 def header_claims(responses: Iterable[Any]) -> tuple[str | None, str | None]:
