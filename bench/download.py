@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _harness import cpu_facts
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "obert-12l-90"
 
@@ -54,14 +56,6 @@ def start_server(root: Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "zoo", "mirror", "serve", str(root), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return proc, proc.stdout.readline().strip()  # the server prints its URL as the first stdout line
-
-
-def machine() -> str:
-    """e.g. "AMD EPYC (family 25, model 1), 2 cores": which machine the numbers come from."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    first = dict((k.strip(), v.strip()) for k, v in (ln.split(":", 1) for ln in info.split("\n\n")[0].splitlines() if ":" in ln))
-    return (f"{first.get('model name', 'unknown CPU')} (family {first.get('cpu family', '?')}, model {first.get('model', '?')}), "
-            f"{len(os.sched_getaffinity(0))} cores")
 
 
 def used_home(path: Path, env: dict[str, str]) -> Path:
@@ -137,8 +131,8 @@ def main() -> None:
             server.terminate()
     curl = statistics.median(times["curl"])
     rows = []
-    cpu = machine()
-    print(f"{cpu}; {args.runs} runs after a warm-up round, {args.size_mib} MiB")
+    facts = cpu_facts()
+    print(f"{facts['cpu']}; flags {' '.join(facts['flags'])}; {args.runs} runs after a warm-up round, {args.size_mib} MiB")
     print(f"{'downloader':<20}{'median s':>10}{'min s':>8}{'MB/s':>8}{'vs curl':>9}")
     for name, ts in times.items():
         med = statistics.median(ts)
@@ -146,7 +140,7 @@ def main() -> None:
                      "mb_per_s": round(size / med / 1e6, 1), "vs_curl": round(curl / med, 3)})
         print(f"{name:<20}{med:>10.2f}{min(ts):>8.2f}{size / med / 1e6:>8.0f}{curl / med:>9.0%}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": cpu, "size_bytes": size, "runs": args.runs, "results": rows}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"machine": facts["cpu"], "cpu": facts, "size_bytes": size, "runs": args.runs, "results": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

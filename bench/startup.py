@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _harness import cpu_facts
+
 TARGETS = {("--help",): 0.3, ("list",): 0.5, ("show", "obert-3l-80-quant"): 0.5}
 FIRST_READ = (("list",), ("show", "obert-3l-80-quant"))
 HEAVY = ("numpy", "numba", "onnx", "onnxruntime")
@@ -42,16 +44,6 @@ def heavy_imports(args: tuple[str, ...]) -> list[str]:
     return [m for m in proc.stderr.strip().splitlines()[-1].split(",") if m] if proc.stderr.strip() else []
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
-
-
 def timed(cmd: list[str], runs: int, first_read: bool) -> list[float]:
     times = []
     for _ in range(runs):
@@ -72,7 +64,8 @@ def main(runs: int = 15) -> None:
             name = "zoo " + " ".join(args) + (" (first read)" if first_read else "")
             rows.append({"command": name, "min_s": min(times), "median_s": statistics.median(times), "target_s": target,
                          "meets": statistics.median(times) < target, "heavy_imports": heavy_imports(args)})
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores")
+    facts = cpu_facts()
+    print(f"CPU: {facts['cpu']}; flags {' '.join(facts['flags'])}")
     print(f"{'command':<40} {'min':>7} {'median':>7} {'target':>7}  ok   heavy imports")
     for r in rows:
         ok = "yes" if r["meets"] else "NO"
@@ -80,7 +73,8 @@ def main(runs: int = 15) -> None:
         print(f"{r['command']:<40} {r['min_s']:7.3f} {r['median_s']:7.3f} {r['target_s']:7.2f}  {ok:<4} {heavy}")
     out = Path(__file__).parent / "results" / "startup.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"script": cmd, "cpu": cpu_name(), "cpus": os.cpu_count(), "runs": runs, "rows": rows}, indent=2) + "\n")
+    out.write_text(json.dumps({"script": cmd, "cpu": facts["cpu"], "cpu_facts": facts,
+                               "cpus": os.cpu_count(), "runs": runs, "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")
 
 
