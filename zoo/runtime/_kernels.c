@@ -32,7 +32,7 @@
 #define RG_TT 16  /* widest packed token tile of the row-group kernels (AVX-512: 16, AVX2 and portable: 8) */
 #define RG_BLOCK 8  /* row groups per OpenMP work item: their weights stay in L2 while the token tiles pass */
 
-static int has_avx512 = 0, has_avx2 = 0, has_vnni = 0;
+static int has_avx512 = 0, has_avx2 = 0, has_vnni = 0, jit_off = 0;
 
 /* Linear epilogue/prologue flags: GELU on the way out; ACCUMULATE adds into Y instead of starting from the bias
  * (CSR only: a Linear split by input-feature chunks runs one product per chunk) */
@@ -527,6 +527,35 @@ static int64_t query_block(void) {
     return 16;
 }
 
+/* Scratch floats one attention task needs: Q, K, V copies and one query block of scores */
+static int64_t attention_scratch(int64_t S, int64_t d) { return 3 * d * S + S * query_block(); }
+
+/* One (sequence, head) of attention: task = b * heads + h */
+static void attention_task(const float *qkv, float *out, const float *mask, const int64_t *keys, int64_t S, int64_t heads, int64_t d,
+                           int64_t T, float scale, const float *qp, float *buf, int64_t task) {
+    const int64_t H = heads * d, NB = query_block();
+    const int64_t b = task / heads, h = task % heads;
+    const int64_t Sk = keys && keys[b] > 0 && keys[b] < S ? keys[b] : S;
+    float *PT = buf + 3 * d * S;
+    const float *base = qkv + b * S;
+    const float *mb = mask + b * S;
+    int64_t ldq, ldk, ldv;
+    const float *Q = head_block(base + (h * d) * T, T, d, S, buf, qp[0], qp[1], &ldq);
+    const float *Kh = head_block(base + (H + h * d) * T, T, d, Sk, buf + d * S, qp[2], qp[3], &ldk);
+    const float *V = head_block(base + (2 * H + h * d) * T, T, d, Sk, buf + 2 * d * S, qp[8], qp[9], &ldv);
+    float *o = out + (h * d) * T + b * S;
+    for (int64_t n0 = 0; n0 < S; n0 += NB) {
+        const int64_t nb = S - n0 < NB ? S - n0 : NB;
+        gemm_rows(Kh, 1, ldk, Q + n0, ldq, PT, nb, Sk, d, nb);
+        fake_quant(PT, Sk * nb, qp[4], qp[5]);
+        softmax_cols(PT, nb, Sk, nb, mb, scale);
+        fake_quant(PT, Sk * nb, qp[6], qp[7]);
+        gemm_rows(V, ldv, 1, PT, nb, o + n0, T, d, Sk, nb);
+    }
+    if (qp[10] > 0.0f)
+        for (int64_t c = 0; c < d; c++) fake_quant(o + c * T, S, qp[10], qp[11]);
+}
+
 /* attention(qkv [3H][T], out [H][T], mask_add [B][S], B, S, heads, d, scale, qp (12 floats: scale/zp of q, k, scores,
  * probs, v, context; scale 0 = none), threads[, keys]). T = B * S; one task per (sequence, head). keys: int64 [B], how
  * many leading keys of each sequence to visit (past them the mask is all padding, whose softmax weights are 0 in the
@@ -540,46 +569,51 @@ static PyObject *py_attention(PyObject *self, PyObject *args) {
         return NULL;
     const float *qp = PTR(const float *, qp_ptr);
     const int64_t *keys = PTR(const int64_t *, keys_ptr);
-    const int64_t H = heads * d, T = B * S, NB = query_block();
+    const int64_t T = B * S;
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
     set_threads(threads);
 #pragma omp parallel
     {
-        float *buf = (float *)malloc((size_t)(3 * d * S + S * NB) * sizeof(float));
+        float *buf = (float *)malloc((size_t)attention_scratch(S, d) * sizeof(float));
         if (!buf) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (Py_ssize_t task = 0; task < B * heads; task++) {
-            if (!buf) continue;
-            const int64_t b = task / heads, h = task % heads;
-            const int64_t Sk = keys && keys[b] > 0 && keys[b] < S ? keys[b] : S;
-            float *PT = buf + 3 * d * S;
-            const float *base = PTR(const float *, qkv) + b * S;
-            const float *mb = PTR(const float *, mask) + b * S;
-            int64_t ldq, ldk, ldv;
-            const float *Q = head_block(base + (h * d) * T, T, d, S, buf, qp[0], qp[1], &ldq);
-            const float *Kh = head_block(base + (H + h * d) * T, T, d, Sk, buf + d * S, qp[2], qp[3], &ldk);
-            const float *V = head_block(base + (2 * H + h * d) * T, T, d, Sk, buf + 2 * d * S, qp[8], qp[9], &ldv);
-            float *o = PTR(float *, out) + (h * d) * T + b * S;
-            for (int64_t n0 = 0; n0 < S; n0 += NB) {
-                const int64_t nb = S - n0 < NB ? S - n0 : NB;
-                gemm_rows(Kh, 1, ldk, Q + n0, ldq, PT, nb, Sk, d, nb);
-                fake_quant(PT, Sk * nb, qp[4], qp[5]);
-                softmax_cols(PT, nb, Sk, nb, mb, scale);
-                fake_quant(PT, Sk * nb, qp[6], qp[7]);
-                gemm_rows(V, ldv, 1, PT, nb, o + n0, T, d, Sk, nb);
-            }
-            if (qp[10] > 0.0f)
-                for (int64_t c = 0; c < d; c++) fake_quant(o + c * T, S, qp[10], qp[11]);
-        }
+        for (Py_ssize_t task = 0; task < B * heads; task++)
+            if (buf) attention_task(PTR(const float *, qkv), PTR(float *, out), PTR(const float *, mask), keys, S, heads, d, T, scale, qp, buf, task);
         free(buf);
     }
     Py_END_ALLOW_THREADS
     if (failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
+}
+
+/* Row r of an fp32 CSR (kind 0) or block-4 CSR (kind 1) product over tokens [t0, t0 + tw) of X [in][T], by the body
+ * this CPU runs (AVX-512; AVX2 for whole groups of 8 tokens and the portable body for the rest) */
+static void f32_row(int kind, const int64_t *ip, const int32_t *cp, const float *vp, const float *bias, const float *X, float *Y,
+                    int64_t T, int64_t t0, int64_t tw, int64_t r, int act) {
+    const float bv = bias[r];
+    const float *Xt = X + t0;
+    float *yr = Y + r * T + t0;
+#if ZOO_X86
+    if (has_avx512) {
+        if (kind == 0) csr_f32_row_avx512(vp, cp, ip[r], ip[r + 1], Xt, T, tw, yr, bv, act);
+        else b4_f32_row_avx512(vp, cp, ip[r], ip[r + 1], Xt, T, tw, yr, bv, act);
+        return;
+    }
+#endif
+    int64_t done = 0;
+#if ZOO_X86
+    if (has_avx2 && (done = AVX2_PART(tw)) > 0) {
+        if (kind == 0) csr_f32_row_avx2(vp, cp, ip[r], ip[r + 1], Xt, T, done, yr, bv, act);
+        else b4_f32_row_avx2(vp, cp, ip[r], ip[r + 1], Xt, T, done, yr, bv, act);
+        if (done == tw) return;
+    }
+#endif
+    if (kind == 0) csr_f32_row_generic(vp, cp, ip[r], ip[r + 1], Xt + done, T, tw - done, yr + done, bv, act);
+    else b4_f32_row_generic(vp, cp, ip[r], ip[r + 1], Xt + done, T, tw - done, yr + done, bv, act);
 }
 
 /* spmm_f32(kind, indptr, cols, vals, bias, X, Y, rows, in_features, T, threads[, act, tile]): kind 0 = CSR, 1 =
@@ -598,29 +632,9 @@ static PyObject *py_spmm_f32(PyObject *self, PyObject *args) {
     set_threads(threads);
     for (Py_ssize_t t0 = 0; t0 < T; t0 += tile) {
         const Py_ssize_t tw = T - t0 < tile ? T - t0 : tile;
-        const float *Xt = PTR(const float *, X) + t0;
 #pragma omp parallel for schedule(dynamic, 8)
-        for (Py_ssize_t r = 0; r < rows; r++) {
-            const float bv = PTR(const float *, bias)[r];
-            float *yr = PTR(float *, Y) + r * T + t0;
-#if ZOO_X86
-            if (has_avx512) {
-                if (kind == 0) csr_f32_row_avx512(vp, cp, ip[r], ip[r + 1], Xt, T, tw, yr, bv, act);
-                else b4_f32_row_avx512(vp, cp, ip[r], ip[r + 1], Xt, T, tw, yr, bv, act);
-                continue;
-            }
-#endif
-            int64_t done = 0;
-#if ZOO_X86
-            if (has_avx2 && (done = AVX2_PART(tw)) > 0) {
-                if (kind == 0) csr_f32_row_avx2(vp, cp, ip[r], ip[r + 1], Xt, T, done, yr, bv, act);
-                else b4_f32_row_avx2(vp, cp, ip[r], ip[r + 1], Xt, T, done, yr, bv, act);
-                if (done == tw) continue;
-            }
-#endif
-            if (kind == 0) csr_f32_row_generic(vp, cp, ip[r], ip[r + 1], Xt + done, T, tw - done, yr + done, bv, act);
-            else b4_f32_row_generic(vp, cp, ip[r], ip[r + 1], Xt + done, T, tw - done, yr + done, bv, act);
-        }
+        for (Py_ssize_t r = 0; r < rows; r++)
+            f32_row(kind, ip, cp, vp, PTR(const float *, bias), PTR(const float *, X), PTR(float *, Y), T, t0, tw, r, act);
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
@@ -692,6 +706,25 @@ static PyObject *py_spmm_rg(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* Row r of the int8 block-4 product over tokens [t0, t0 + tw) of X8 [in/4][T][4] (VNNI; AVX2 whole groups of 8) */
+static void i8_row(const int64_t *ip, const int32_t *gp, const int32_t *wp, const float *scale, const float *offset, const uint8_t *X8,
+                   float *Y, int64_t T, int64_t t0, int64_t tw, int64_t r, int generic, int act) {
+    const float sc = scale[r], of = offset[r];
+    const uint8_t *xp = X8 + t0 * 4;
+    float *yr = Y + r * T + t0;
+#if ZOO_X86
+    if (has_vnni && !generic) { b4_i8_row_vnni(wp, gp, ip[r], ip[r + 1], xp, T, tw, yr, sc, of, act); return; }
+#endif
+    int64_t done = 0;
+#if ZOO_X86
+    if (has_avx2 && !generic && (done = AVX2_PART(tw)) > 0) {
+        b4_i8_row_avx2(wp, gp, ip[r], ip[r + 1], xp, T, done, yr, sc, of, act);
+        if (done == tw) return;
+    }
+#endif
+    b4_i8_row_generic(wp, gp, ip[r], ip[r + 1], xp + 4 * done, T, tw - done, yr + done, sc, of, act);
+}
+
 /* spmm_i8(indptr, groups, wpk, scale[rows], offset[rows], X8, Y, rows, T, threads, generic[, act, tile]): tokens in
  * tiles of `tile` (default 128) so the uint8 activations a tile gathers stay in L1/L2 while every row passes over them. */
 static PyObject *py_spmm_i8(PyObject *self, PyObject *args) {
@@ -707,23 +740,10 @@ static PyObject *py_spmm_i8(PyObject *self, PyObject *args) {
     set_threads(threads);
     for (Py_ssize_t t0 = 0; t0 < T; t0 += tile) {
         const Py_ssize_t tw = T - t0 < tile ? T - t0 : tile;
-        const uint8_t *xp = PTR(const uint8_t *, X8) + t0 * 4;
 #pragma omp parallel for schedule(dynamic, 8)
-        for (Py_ssize_t r = 0; r < rows; r++) {
-            const float sc = PTR(const float *, scale)[r], of = PTR(const float *, offset)[r];
-            float *yr = PTR(float *, Y) + r * T + t0;
-#if ZOO_X86
-            if (has_vnni && !generic) { b4_i8_row_vnni(wp, gp, ip[r], ip[r + 1], xp, T, tw, yr, sc, of, act); continue; }
-#endif
-            int64_t done = 0;
-#if ZOO_X86
-            if (has_avx2 && !generic && (done = AVX2_PART(tw)) > 0) {
-                b4_i8_row_avx2(wp, gp, ip[r], ip[r + 1], xp, T, done, yr, sc, of, act);
-                if (done == tw) continue;
-            }
-#endif
-            b4_i8_row_generic(wp, gp, ip[r], ip[r + 1], xp + 4 * done, T, tw - done, yr + done, sc, of, act);
-        }
+        for (Py_ssize_t r = 0; r < rows; r++)
+            i8_row(ip, gp, wp, PTR(const float *, scale), PTR(const float *, offset), PTR(const uint8_t *, X8), PTR(float *, Y), T, t0,
+                   tw, r, generic, act);
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
@@ -796,19 +816,21 @@ static void quant_group_avx512(const float *X, uint8_t *out, int64_t g, int64_t 
 }
 #endif
 
+static void quant_group(const float *X, uint8_t *out, int64_t g, int64_t T, float s, float zp) {
+#if ZOO_X86
+    if (has_avx512) { quant_group_avx512(X, out, g, T, s, zp); return; }
+    if (has_avx2) quant_group_avx2(X, out, g, T, s, zp);
+#endif
+    quant_group_generic(X, out, g, T, has_avx2 ? AVX2_PART(T) : 0, s, zp);
+}
+
 static PyObject *py_quantize(PyObject *self, PyObject *args) {
     Py_ssize_t X, out, F, T; float s, zp; int threads;
     if (!PyArg_ParseTuple(args, "nnnnffi", &X, &out, &F, &T, &s, &zp, &threads)) return NULL;
     Py_BEGIN_ALLOW_THREADS
     set_threads(threads);
 #pragma omp parallel for schedule(static)
-    for (Py_ssize_t g = 0; g < F / 4; g++) {
-#if ZOO_X86
-        if (has_avx512) { quant_group_avx512(PTR(const float *, X), PTR(uint8_t *, out), g, T, s, zp); continue; }
-        if (has_avx2) quant_group_avx2(PTR(const float *, X), PTR(uint8_t *, out), g, T, s, zp);
-#endif
-        quant_group_generic(PTR(const float *, X), PTR(uint8_t *, out), g, T, has_avx2 ? AVX2_PART(T) : 0, s, zp);
-    }
+    for (Py_ssize_t g = 0; g < F / 4; g++) quant_group(PTR(const float *, X), PTR(uint8_t *, out), g, T, s, zp);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
@@ -871,6 +893,23 @@ static void layernorm_tokens(const float *X, const float *R, float *O, const flo
  * [F][16] buffer that stays in L2, normalized there by the same bodies (so with the same result), and copied back. */
 #define LN_PANEL 16
 
+/* LayerNorm of the LN_PANEL tokens from t, through the private [F][LN_PANEL] buffer P */
+static void layernorm_panel(const float *xp, const float *rp, float *op, const float *gp, const float *bp, float eps, int64_t F,
+                            int64_t T, int64_t t, float *P) {
+    for (int64_t f = 0; f < F; f++) {
+        const float *x = xp + f * T + t;
+        float *p = P + f * LN_PANEL;
+        if (rp) {
+            const float *r = rp + f * T + t;
+            for (int j = 0; j < LN_PANEL; j++) p[j] = x[j] + r[j];
+        } else {
+            memcpy(p, x, LN_PANEL * sizeof(float));
+        }
+    }
+    layernorm_tokens(P, NULL, P, gp, bp, eps, F, LN_PANEL, 0);
+    for (int64_t f = 0; f < F; f++) memcpy(op + f * T + t, P + f * LN_PANEL, LN_PANEL * sizeof(float));
+}
+
 /* layernorm(X, R or 0, O, gamma, beta, eps, F, T, threads) */
 static PyObject *py_layernorm(PyObject *self, PyObject *args) {
     Py_ssize_t X, R, O, g, b, F, T; float eps; int threads;
@@ -890,22 +929,8 @@ static PyObject *py_layernorm(PyObject *self, PyObject *args) {
                 failed = 1;
             }
 #pragma omp for schedule(static)
-            for (Py_ssize_t k = 0; k < panels; k++) {
-                if (!P) continue;
-                const int64_t t = k * LN_PANEL;
-                for (int64_t f = 0; f < F; f++) {
-                    const float *x = xp + f * T + t;
-                    float *p = P + f * LN_PANEL;
-                    if (rp) {
-                        const float *r = rp + f * T + t;
-                        for (int j = 0; j < LN_PANEL; j++) p[j] = x[j] + r[j];
-                    } else {
-                        memcpy(p, x, LN_PANEL * sizeof(float));
-                    }
-                }
-                layernorm_tokens(P, NULL, P, gp, bp, eps, F, LN_PANEL, 0);
-                for (int64_t f = 0; f < F; f++) memcpy(op + f * T + t, P + f * LN_PANEL, LN_PANEL * sizeof(float));
-            }
+            for (Py_ssize_t k = 0; k < panels; k++)
+                if (P) layernorm_panel(xp, rp, op, gp, bp, eps, F, T, k * LN_PANEL, P);
             free(P);
         }
     }
@@ -913,6 +938,22 @@ static PyObject *py_layernorm(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS
     if (failed) return PyErr_NoMemory();
     Py_RETURN_NONE;
+}
+
+/* features [f0, f0 + 16) of every token's embedding sum, written feature-major through a 16 x 16 transpose tile */
+static void embed_features(const float *wp, const float *pp, const float *tp, const int64_t *ip, const int64_t *typ, int64_t S,
+                           int64_t F, int64_t T, int64_t f0, float *op) {
+    const int64_t nf = F - f0 < 16 ? F - f0 : 16;
+    float tile[16][16];
+    for (int64_t t0 = 0; t0 < T; t0 += 16) {
+        const int64_t nt = T - t0 < 16 ? T - t0 : 16;
+        for (int64_t i = 0; i < nt; i++) {
+            const int64_t t = t0 + i;
+            const float *w = wp + ip[t] * F + f0, *p = pp + (t % S) * F + f0, *y = tp + typ[t] * F + f0;
+            for (int64_t j = 0; j < nf; j++) tile[j][i] = w[j] + p[j] + y[j];
+        }
+        for (int64_t j = 0; j < nf; j++) memcpy(op + (f0 + j) * T + t0, tile[j], (size_t)nt * sizeof(float));
+    }
 }
 
 /* embed(word [V][F], position [P][F], token_type [2][F], ids int64 [B][S], types int64 [B][S], B, S, F, out [F][B*S],
@@ -927,26 +968,18 @@ static PyObject *py_embed(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     set_threads(threads);
 #pragma omp parallel for schedule(static)
-    for (Py_ssize_t f0 = 0; f0 < F; f0 += 16) {
-        const int64_t nf = F - f0 < 16 ? F - f0 : 16;
-        float tile[16][16];
-        for (int64_t t0 = 0; t0 < T; t0 += 16) {
-            const int64_t nt = T - t0 < 16 ? T - t0 : 16;
-            for (int64_t i = 0; i < nt; i++) {
-                const int64_t t = t0 + i;
-                const float *w = wp + ip[t] * F + f0, *p = pp + (t % S) * F + f0, *y = tp + typ[t] * F + f0;
-                for (int64_t j = 0; j < nf; j++) tile[j][i] = w[j] + p[j] + y[j];
-            }
-            for (int64_t j = 0; j < nf; j++) memcpy(op + (f0 + j) * T + t0, tile[j], (size_t)nt * sizeof(float));
-        }
-    }
+    for (Py_ssize_t f0 = 0; f0 < F; f0 += 16) embed_features(wp, pp, tp, ip, typ, S, F, T, f0, op);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
+#include "_jit.h"
+#include "_forward.h"
+
 static PyObject *py_features(PyObject *self, PyObject *args) {
-    return Py_BuildValue("{s:O,s:O,s:O}", "avx512", has_avx512 ? Py_True : Py_False, "avx2", has_avx2 ? Py_True : Py_False,
-                         "vnni", has_vnni ? Py_True : Py_False);
+    return Py_BuildValue("{s:O,s:O,s:O,s:O,s:O}", "avx512", has_avx512 ? Py_True : Py_False, "avx2", has_avx2 ? Py_True : Py_False,
+                         "vnni", has_vnni ? Py_True : Py_False, "jit", ZOO_JIT && has_avx512 && !jit_off ? Py_True : Py_False,
+                         "jit_off", jit_off ? Py_True : Py_False);
 }
 
 static PyMethodDef methods[] = {
@@ -958,6 +991,12 @@ static PyMethodDef methods[] = {
     {"quantize", py_quantize, METH_VARARGS, "fp32 [F][T] -> uint8 [F/4][T][4]"},
     {"embed", py_embed, METH_VARARGS, "sum of word, position and token-type embeddings, feature-major"},
     {"layernorm", py_layernorm, METH_VARARGS, "residual add + LayerNorm over the feature axis of [F][T]"},
+    {"jit_build", py_jit_build, METH_VARARGS, "emit pattern-specialised machine code for one sparse Linear"},
+    {"jit_run", py_jit_run, METH_VARARGS, "run an emitted sparse Linear over token panels"},
+    {"jit_code", py_jit_code, METH_VARARGS, "the emitted code of a Linear (bytes, stream length)"},
+    {"plan_new", py_plan_new, METH_VARARGS, "a forward plan over packed Linears (built once per engine)"},
+    {"plan_arena", py_plan_arena, METH_VARARGS, "scratch bytes one forward over B x S tokens needs"},
+    {"forward", py_forward, METH_VARARGS, "embeddings to the last layer's hidden state in one call"},
     {"features", py_features, METH_NOARGS, "which CPU paths are active"},
     {NULL, NULL, 0, NULL},
 };
@@ -971,5 +1010,7 @@ PyMODINIT_FUNC PyInit__kernels(void) {
     has_vnni = has_avx512 && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
     has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && getenv("ZOO_NO_AVX2") == NULL;
 #endif
+    const char *nojit = getenv("ZOO_NO_JIT");
+    jit_off = nojit != NULL && *nojit != '\0' && strcmp(nojit, "0") != 0;
     return PyModule_Create(&module);
 }

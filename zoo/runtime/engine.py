@@ -21,6 +21,7 @@ from zoo.convert.bert import AttentionQuant, BertModel, LayerNorm, Linear, fake_
 from zoo.convert.reference import MASK_VALUE
 from zoo.errors import InputError
 from zoo.runtime import _kernels as K
+from zoo.runtime import plan
 from zoo.runtime.pack import PackedLinear, pack_linear
 from zoo.runtime.workspace import Workspace, WorkspacePool
 
@@ -130,6 +131,7 @@ class Engine:
     compile_seconds: float = 0.0
     workspaces: WorkspacePool = field(default_factory=WorkspacePool, compare=False)
     batch_tokens: int | None = BATCH_TOKENS  # None: every call in one pass
+    native: bool = True  # embeddings to the last layer in one native call (zoo.runtime.plan) where the packings allow
     tables: dict[str, np.ndarray] = field(init=False, repr=False)  # embedding tables, fake-quantized once (elementwise)
 
     def __post_init__(self) -> None:
@@ -138,6 +140,7 @@ class Engine:
                        for role in ("word", "position", "token_type")}
         self._table_ptrs = tuple(self.tables[role].ctypes.data for role in ("word", "position", "token_type"))
         self._embed_norm = Norm.of(e.ln)
+        self.plan = plan.build(self) if self.native else None
 
     @property
     def output_names(self) -> list[str]:
@@ -196,13 +199,17 @@ class Engine:
         """Outputs for the first ``seq`` positions of ``ids`` (the rest is lane padding, never attended)."""
         batch, width = ids.shape
         mask_add = np.ascontiguousarray((1.0 - mask.astype(np.float32)) * np.float32(MASK_VALUE), dtype=np.float32)
-        x = self._embed(ids, types, ws)
-        for layer in self.layers:
-            qkv = layer.qkv(x, ws)
-            ctx = self._attention(qkv, layer, batch, width, mask_add, keys, ws)
-            x = layer_norm_ft(layer.attn_out(ctx, ws), x, layer.ln_attn, self.threads, ws)
-            hidden = layer.ffn_in(x, ws, gelu=True)
-            x = layer_norm_ft(layer.ffn_out(hidden, ws), x, layer.ln_out, self.threads, ws)
+        if self.plan is not None and self.plan.covers(batch * width):
+            x = self.plan.run(np.ascontiguousarray(ids), np.ascontiguousarray(types), mask_add, np.ascontiguousarray(keys),
+                              self.model.config.hidden, ws)
+        else:
+            x = self._embed(ids, types, ws)
+            for layer in self.layers:
+                qkv = layer.qkv(x, ws)
+                ctx = self._attention(qkv, layer, batch, width, mask_add, keys, ws)
+                x = layer_norm_ft(layer.attn_out(ctx, ws), x, layer.ln_attn, self.threads, ws)
+                hidden = layer.ffn_in(x, ws, gelu=True)
+                x = layer_norm_ft(layer.ffn_out(hidden, ws), x, layer.ln_out, self.threads, ws)
         tokens = x.T.reshape(batch, width, -1)[:, :seq]
         m = self.model
         if m.head is None or m.head_linear is None:

@@ -1,5 +1,5 @@
 """Pack each encoder Linear for the kernels: dense (BLAS), CSR fp32, block-4 CSR fp32 (each also in row groups), or
-int8 block-4.
+int8 block-4, each sparse one also as emitted machine code (``jit-csr``, ``jit-int8``: see ``zoo.runtime.jit``).
 
 fp32 Linears are packed every way their weights allow and the fastest on this machine is kept
 (measured on a 128-token input), so the choice follows speed, not the model's name. QAT Linears whose
@@ -17,6 +17,7 @@ import numpy as np
 
 from zoo.convert.bert import Linear, QParams
 from zoo.runtime import _kernels as K
+from zoo.runtime import jit
 from zoo.runtime.workspace import Workspace
 
 # BLAS keeps its own spinning thread pool, which fights the kernels' OpenMP threads for the cores; dense BLAS is
@@ -53,6 +54,8 @@ class PackedLinear:
     threads: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     long: PackedLinear | None = None  # the packing used from LONG_TOKENS tokens on, when it is another one
+    native: object | None = None  # jit kinds: the capsule of emitted code (owns its code and weight stream)
+    rows_per_block: int = 0  # jit kinds: output rows per emitted block
     _ptrs: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def ptrs(self) -> dict[str, int]:
@@ -63,7 +66,12 @@ class PackedLinear:
         return self._ptrs
 
     def __repr__(self) -> str:
-        return f"PackedLinear({self.name!r}, {self.kind}, {self.out_features}x{self.in_features}, nnz={self.nnz})"
+        return f"PackedLinear({self.name!r}, {self.label}, {self.out_features}x{self.in_features}, nnz={self.nnz})"
+
+    @property
+    def label(self) -> str:
+        """The kind, with the rows per block for emitted code (``jit-csr/28``): what timings are keyed by."""
+        return f"{self.kind}/{self.rows_per_block}" if self.native is not None else self.kind
 
     @property
     def nnz(self) -> int:
@@ -129,6 +137,18 @@ def _run_int8(p: PackedLinear, x: np.ndarray, y: np.ndarray, ws: Workspace, act:
     K.spmm_i8(a["indptr"], a["groups"], a["wpk"], a["scale"], a["offset"], ws.ptr(x8), ws.ptr(y), p.out_features, t, p.threads, 0, act)
 
 
+def _run_jit(p: PackedLinear, x: np.ndarray, y: np.ndarray, ws: Workspace, act: int) -> None:
+    t = x.shape[1]
+    if p.kind == "jit-int8":
+        q = p.input_q
+        assert q is not None
+        panels = ws.get(p.name + ".panels8", (jit.panel_elements(p.in_features, t),), np.uint8)
+        K.jit_run(p.native, ws.ptr(x), ws.ptr(y), t, ws.ptr(panels), p.threads, act, float(q.scale), float(q.zero_point))
+    else:
+        panels = ws.get(p.name + ".panels", (jit.panel_elements(p.in_features, t),))
+        K.jit_run(p.native, ws.ptr(x), ws.ptr(y), t, ws.ptr(panels), p.threads, act)
+
+
 def _rows(p: PackedLinear) -> np.ndarray:
     """The output row of every stored entry of a row-major (CSR-like) packing."""
     return np.repeat(np.arange(p.out_features), np.diff(p.arrays["indptr"]))
@@ -169,6 +189,10 @@ def _block_count(a: dict[str, np.ndarray]) -> int:
     return int(a["indptr"][-1]) * 4
 
 
+def _unpack_int8(p: PackedLinear) -> np.ndarray:
+    return _unpack_blocks(p, p.arrays["groups"] * 4, p.arrays["wpk"].view(np.int8).reshape(-1, 4))
+
+
 KINDS: dict[str, Kind] = {
     "dense": Kind(_run_dense, lambda a: int(np.count_nonzero(a["weight"])), lambda p: p.arrays["weight"].copy()),
     "csr": Kind(_run_csr, lambda a: int(a["vals"].size), _unpack_csr),
@@ -176,9 +200,9 @@ KINDS: dict[str, Kind] = {
     "block4": Kind(_run_csr, _block_count, lambda p: _unpack_blocks(p, p.arrays["cols"], p.arrays["vals"].reshape(-1, 4))),
     "csr-rg8": Kind(_run_row_groups, lambda a: int(np.count_nonzero(a["vals"])), _unpack_row_groups),
     "block4-rg8": Kind(_run_row_groups, lambda a: int(np.count_nonzero(a["vals"])), _unpack_row_groups),
-    "int8-block4": Kind(_run_int8, _block_count,
-                        lambda p: _unpack_blocks(p, p.arrays["groups"] * 4, p.arrays["wpk"].view(np.int8).reshape(-1, 4)),
-                        quantizes_input=True),
+    "int8-block4": Kind(_run_int8, _block_count, _unpack_int8, quantizes_input=True),
+    "jit-csr": Kind(_run_jit, lambda a: int(a["vals"].size), _unpack_csr),
+    "jit-int8": Kind(_run_jit, _block_count, _unpack_int8, quantizes_input=True),
 }
 
 
@@ -282,7 +306,7 @@ def _time(fn: Callable[[], object], reps: int = 5) -> float:
 
 
 def pack(name: str, weight: np.ndarray, bias: np.ndarray, threads: int,
-         kinds: tuple[str, ...] = ("dense", "csr", "csr-chunked", "block4", "csr-rg8", "block4-rg8"),
+         kinds: tuple[str, ...] = ("dense", "csr", "csr-chunked", "block4", "csr-rg8", "block4-rg8", "jit-csr"),
          tokens: int = 128) -> PackedLinear:
     """The fastest fp32 packing of ``weight`` among ``kinds`` (measured on ``tokens`` tokens)."""
     w = np.ascontiguousarray(weight, dtype=np.float32)
@@ -300,24 +324,55 @@ def pack(name: str, weight: np.ndarray, bias: np.ndarray, threads: int,
             candidates.append(PackedLinear(name, "block4-rg8", out_f, in_f, b, _row_groups(arrays, 4), threads=threads))
     if "csr-rg8" in kinds and not dense:
         candidates.append(PackedLinear(name, "csr-rg8", out_f, in_f, b, _row_groups(_csr(w), 1), threads=threads))
+    csr = _csr(w)
     if "csr" in kinds or not candidates:  # CSR is always valid, so it is the fallback too
-        candidates.append(PackedLinear(name, "csr", out_f, in_f, b, _csr(w), threads=threads))
+        candidates.append(PackedLinear(name, "csr", out_f, in_f, b, csr, threads=threads))
+    if "jit-csr" in kinds and not dense:
+        candidates += _emitted(name, "jit-csr", out_f, in_f, b, csr, threads)
     n_chunks = -(-in_f * tokens * 4 // CHUNK_BYTES)
     if "csr-chunked" in kinds and not dense and n_chunks > 1:
         candidates.append(PackedLinear(name, "csr-chunked", out_f, in_f, b, _csr_chunked(w, n_chunks), threads=threads))
     if len(candidates) == 1:
         return candidates[0]
-    x = np.random.default_rng(0).standard_normal((in_f, tokens), dtype=np.float32)
-    ws = Workspace()
-    timings = {c.kind: _time(lambda c=c: c(x, ws)) for c in candidates}
-    best = min(candidates, key=lambda c: timings[c.kind])
-    best.timings = timings
-    if best.kind not in ROW_GROUP and (row_groups := [c for c in candidates if c.kind in ROW_GROUP]):
-        rg = min(row_groups, key=lambda c: timings[c.kind])
+    best = fastest(candidates, tokens)
+    timings = best.timings
+    if best.kind not in ROW_GROUP and best.native is None and (row_groups := [c for c in candidates if c.kind in ROW_GROUP]):
+        ws = Workspace()
+        rg = min(row_groups, key=lambda c: timings[c.label])
         x_long = np.random.default_rng(0).standard_normal((in_f, 2 * LONG_TOKENS), dtype=np.float32)
         if _time(lambda: rg(x_long, ws), reps=1) < _time(lambda: best(x_long, ws), reps=1):
             best.long = rg
     return best
+
+
+def _emitted(name: str, kind: str, out_f: int, in_f: int, bias: np.ndarray, arrays: dict[str, np.ndarray], threads: int,
+             input_q: QParams | None = None) -> list[PackedLinear]:
+    """One emitted-code candidate per block height in ``jit.ROW_BLOCKS`` (none where emitted code cannot run here)."""
+    build = jit.build_int8 if kind == "jit-int8" else jit.build_f32
+    out = []
+    for at in jit.ROW_BLOCKS:
+        native = build(out_f, in_f, at, arrays, bias)
+        if native is None:
+            break
+        out.append(PackedLinear(name, kind, out_f, in_f, bias, arrays, input_q, threads, native=native, rows_per_block=at))
+    return out
+
+
+def fastest(candidates: list[PackedLinear], tokens: int = 128) -> PackedLinear:
+    """The candidate that runs a random ``tokens``-token input fastest (timings of all kept on it)."""
+    if len(candidates) == 1:
+        return candidates[0]
+    x = np.random.default_rng(0).standard_normal((candidates[0].in_features, tokens), dtype=np.float32)
+    ws = Workspace()
+    timings = {c.label: _time(lambda c=c: c(x, ws)) for c in candidates}
+    best = min(candidates, key=lambda c: timings[c.label])
+    best.timings = timings
+    return best
+
+
+def _with_emitted(p: PackedLinear) -> PackedLinear:
+    """An int8 block-4 packing, or its emitted-code form where that measures faster."""
+    return fastest([p, *_emitted(p.name, "jit-int8", p.out_features, p.in_features, p.bias, p.arrays, p.threads, p.input_q)])
 
 
 def pack_linear(lin: Linear | list[Linear], threads: int, int8: bool = True) -> PackedLinear:
@@ -328,10 +383,10 @@ def pack_linear(lin: Linear | list[Linear], threads: int, int8: bool = True) -> 
     int8 = int8 and int8_kernels_fast()
     if int8 and all(int8_ready(x) for x in lins) and len({(x.input_q, x.weight_q) for x in lins}) == 1:
         w8 = np.concatenate([x.weight_int8 for x in lins])  # type: ignore[misc]
-        return _int8(name, w8, lins[0].weight_q, lins[0].input_q, bias, threads)  # type: ignore[arg-type]
+        return _with_emitted(_int8(name, w8, lins[0].weight_q, lins[0].input_q, bias, threads))  # type: ignore[arg-type]
     if int8 and all(int8_ready(x) for x in lins):  # shared input, different weight scales: fold per row
         packed = [_int8(x.name, x.weight_int8, x.weight_q, x.input_q, x.bias, threads) for x in lins]  # type: ignore[arg-type]
-        return _concat_int8(name, packed, bias, threads)
+        return _with_emitted(_concat_int8(name, packed, bias, threads))
     weight = np.concatenate([x.weight for x in lins])
     packed = pack(name, weight, bias, threads)
     packed.input_q = lins[0].input_q  # fp32 path of a QAT Linear still fake-quantizes its input

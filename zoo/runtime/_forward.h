@@ -1,0 +1,386 @@
+/* One native call per inference (included by _kernels.c): embeddings to the last layer's hidden state in one
+ * OpenMP region, the layers' steps separated by a barrier of our own.
+ *
+ * plan_new builds a plan once, at compile time, from the packed Linears (their arrays stay owned by the Python
+ * engine, which keeps the plan beside them); forward runs it. Inside the region every step splits its work the way
+ * the per-kernel entry points do (rows in dynamic chunks, token panels, (sequence, head) tasks), and every output
+ * element is computed by one thread in a fixed order, so a forward gives the bits the step-by-step Python path gives,
+ * whoever runs what. Dynamic work is claimed from per-step atomic counters.
+ *
+ * The barrier spins for at most BARRIER_SPIN_NS, then sleeps on a futex: a busy CPU (another process on one of the
+ * cores) never leaves a thread spinning for a preempted partner, and an idle one pays ~0.3 us per barrier instead of
+ * the futex wake-ups libgomp's passive policy costs at every region and barrier (13-28 us each). */
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <time.h>
+#include <limits.h>
+#define ZOO_FUTEX 1
+#else
+#define ZOO_FUTEX 0
+#endif
+#include <stdatomic.h>
+
+#define BARRIER_SPIN_NS 50000
+
+typedef struct {
+    _Alignas(64) atomic_int count;
+    _Alignas(64) atomic_int gen;
+    atomic_int sleepers;
+} Barrier;
+
+static inline void cpu_relax(void) {
+#if ZOO_X86
+    _mm_pause();
+#endif
+}
+
+static inline uint64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* every one of the team's n threads calls it; returns once all have */
+static void barrier_wait(Barrier *b, int n) {
+    if (n <= 1) return;
+    const int g = atomic_load(&b->gen);
+    if (atomic_fetch_add(&b->count, 1) == n - 1) {
+        atomic_store(&b->count, 0);
+        atomic_fetch_add(&b->gen, 1);
+#if ZOO_FUTEX
+        if (atomic_load(&b->sleepers)) syscall(SYS_futex, (int *)&b->gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#endif
+        return;
+    }
+    const uint64_t until = mono_ns() + BARRIER_SPIN_NS;
+    for (int i = 1;; i++) {
+        if (atomic_load_explicit(&b->gen, memory_order_acquire) != g) return;
+        cpu_relax();
+        if ((i & 63) == 0 && mono_ns() > until) break;
+    }
+    atomic_fetch_add(&b->sleepers, 1);
+    while (atomic_load(&b->gen) == g) {
+#if ZOO_FUTEX
+        syscall(SYS_futex, (int *)&b->gen, FUTEX_WAIT_PRIVATE, g, NULL, NULL, 0);
+#else
+        sched_yield();
+#endif
+    }
+    atomic_fetch_sub(&b->sleepers, 1);
+}
+
+enum { LK_CSR = 0, LK_B4 = 1, LK_CHUNKED = 2, LK_I8 = 3, LK_JIT = 4 };
+#define MAX_CHUNKS 16
+
+typedef struct {
+    int kind, nchunks;
+    int64_t rows, in_f;
+    const int64_t *indptr[MAX_CHUNKS];
+    const int32_t *cols[MAX_CHUNKS];
+    const void *vals[MAX_CHUNKS];  /* fp32 values or packed int8 blocks */
+    const float *bias, *scale, *offset;
+    float qs, qz;                  /* int8 kinds: the input's quantization */
+    JitLinear *jit;
+} LinOp;
+
+typedef struct { const float *gamma, *beta; float eps; } NormOp;
+
+typedef struct {
+    LinOp qkv, attn_out, ffn_in, ffn_out;
+    NormOp ln_attn, ln_out;
+    const float *qp;
+} LayerOp;
+
+typedef struct {
+    int nlayers;
+    int64_t hidden, heads, inter;
+    const float *word, *pos, *type;
+    NormOp ln_embed;
+    LayerOp *layers;
+    PyObject *keep;  /* the Python objects the plan points into (jit capsules) */
+} Plan;
+
+typedef struct {  /* one per thread, all pointing to the same barrier and counters */
+    Barrier *bar;
+    atomic_long *counters;  /* one per step, each on its own cache line (stride 8) */
+    int nt;
+} Team;
+
+/* the next item of a dynamic step; every thread walks the steps in the same order, so `step` agrees */
+static inline int64_t claim(Team *tm, int step, int64_t chunk) { return atomic_fetch_add(&tm->counters[step * 8], chunk); }
+
+static void plan_free(Plan *p) {
+    if (!p) return;
+    Py_XDECREF(p->keep);
+    free(p->layers);
+    free(p);
+}
+
+static void plan_capsule_free(PyObject *cap) { plan_free((Plan *)PyCapsule_GetPointer(cap, "zoo.plan")); }
+
+/* (kind, nchunks, rows, in_f, indptr, cols, vals, bias, scale, offset, qs, qz, jit capsule or None); for LK_CHUNKED
+ * indptr/cols/vals are addresses of int64 arrays of nchunks addresses */
+static int parse_linear(PyObject *t, LinOp *op) {
+    Py_ssize_t rows, in_f, indptr, cols, vals, bias, scale, offset;
+    PyObject *cap;
+    memset(op, 0, sizeof(*op));
+    if (!PyArg_ParseTuple(t, "iinnnnnnnnffO", &op->kind, &op->nchunks, &rows, &in_f, &indptr, &cols, &vals, &bias, &scale, &offset,
+                          &op->qs, &op->qz, &cap))
+        return -1;
+    if (op->kind < LK_CSR || op->kind > LK_JIT || rows < 1 || in_f < 1 || op->nchunks < 1 || op->nchunks > MAX_CHUNKS) {
+        PyErr_SetString(PyExc_ValueError, "plan: a Linear's kind or shape is out of range");
+        return -1;
+    }
+    op->rows = rows; op->in_f = in_f;
+    op->bias = PTR(const float *, bias); op->scale = PTR(const float *, scale); op->offset = PTR(const float *, offset);
+    if (op->kind == LK_CHUNKED) {
+        for (int j = 0; j < op->nchunks; j++) {
+            op->indptr[j] = PTR(const int64_t *, PTR(const int64_t *, indptr)[j]);
+            op->cols[j] = PTR(const int32_t *, PTR(const int64_t *, cols)[j]);
+            op->vals[j] = PTR(const void *, PTR(const int64_t *, vals)[j]);
+        }
+    } else {
+        op->nchunks = 1;
+        op->indptr[0] = PTR(const int64_t *, indptr); op->cols[0] = PTR(const int32_t *, cols); op->vals[0] = PTR(const void *, vals);
+    }
+    if (op->kind == LK_JIT) {
+        op->jit = (JitLinear *)PyCapsule_GetPointer(cap, "zoo.jit");
+        if (!op->jit) return -1;
+        if (op->jit->rows != rows || op->jit->in_features != in_f) {
+            PyErr_SetString(PyExc_ValueError, "plan: emitted code of another shape");
+            return -1;
+        }
+        if (op->jit->kind == JIT_I8 && !(op->qs > 0.0f)) {
+            PyErr_SetString(PyExc_ValueError, "plan: an int8 Linear needs its input's scale");
+            return -1;
+        }
+    }
+    if (op->kind == LK_I8 && (!(op->qs > 0.0f) || in_f % 4)) {
+        PyErr_SetString(PyExc_ValueError, "plan: an int8 Linear needs its input's scale and whole groups of 4");
+        return -1;
+    }
+    return 0;
+}
+
+/* plan_new(layers, word, pos, type, ln_gamma, ln_beta, ln_eps, hidden, heads, inter, keep) -> capsule; layers: a list of
+ * (qkv, attn_out, ffn_in, ffn_out, ln1_gamma, ln1_beta, ln1_eps, ln2_gamma, ln2_beta, ln2_eps, qparams) */
+static PyObject *py_plan_new(PyObject *self, PyObject *args) {
+    PyObject *layers, *keep;
+    Py_ssize_t word, pos, type, g, b, hidden, heads, inter;
+    float eps;
+    if (!PyArg_ParseTuple(args, "O!nnnnnfnnnO", &PyList_Type, &layers, &word, &pos, &type, &g, &b, &eps, &hidden, &heads, &inter, &keep))
+        return NULL;
+    if (hidden < 1 || heads < 1 || hidden % heads || inter < 1) {
+        PyErr_SetString(PyExc_ValueError, "plan: hidden size, heads or intermediate size out of range");
+        return NULL;
+    }
+    Plan *p = (Plan *)calloc(1, sizeof(Plan));
+    if (!p) return PyErr_NoMemory();
+    p->nlayers = (int)PyList_GET_SIZE(layers);
+    p->layers = (LayerOp *)calloc((size_t)p->nlayers + 1, sizeof(LayerOp));
+    if (!p->layers) { plan_free(p); return PyErr_NoMemory(); }
+    p->hidden = hidden; p->heads = heads; p->inter = inter;
+    p->word = PTR(const float *, word); p->pos = PTR(const float *, pos); p->type = PTR(const float *, type);
+    p->ln_embed = (NormOp){PTR(const float *, g), PTR(const float *, b), eps};
+    for (int i = 0; i < p->nlayers; i++) {
+        PyObject *qkv, *ao, *fi, *fo;
+        Py_ssize_t g1, b1, g2, b2, qp;
+        float e1, e2;
+        LayerOp *L = &p->layers[i];
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(layers, i), "OOOOnnfnnfn", &qkv, &ao, &fi, &fo, &g1, &b1, &e1, &g2, &b2, &e2, &qp) ||
+            parse_linear(qkv, &L->qkv) || parse_linear(ao, &L->attn_out) || parse_linear(fi, &L->ffn_in) || parse_linear(fo, &L->ffn_out)) {
+            plan_free(p);
+            return NULL;
+        }
+        if (L->qkv.rows != 3 * hidden || L->qkv.in_f != hidden || L->attn_out.rows != hidden || L->attn_out.in_f != hidden ||
+            L->ffn_in.rows != inter || L->ffn_in.in_f != hidden || L->ffn_out.rows != hidden || L->ffn_out.in_f != inter) {
+            PyErr_SetString(PyExc_ValueError, "plan: a layer's Linears do not chain");
+            plan_free(p);
+            return NULL;
+        }
+        L->ln_attn = (NormOp){PTR(const float *, g1), PTR(const float *, b1), e1};
+        L->ln_out = (NormOp){PTR(const float *, g2), PTR(const float *, b2), e2};
+        L->qp = PTR(const float *, qp);
+    }
+    Py_INCREF(keep);
+    p->keep = keep;
+    PyObject *cap = PyCapsule_New(p, "zoo.plan", plan_capsule_free);
+    if (!cap) plan_free(p);
+    return cap;
+}
+
+/* scratch bytes a Linear needs for its input (panels or uint8 VNNI copy) */
+static int64_t linear_scratch(const LinOp *L, int64_t T) {
+    const int64_t panels = (T + JIT_PANEL - 1) / JIT_PANEL * JIT_PANEL;
+    if (L->kind == LK_JIT) return L->jit->kind == JIT_F32 ? panels * L->in_f * 4 : panels * L->in_f;
+    if (L->kind == LK_I8) return L->in_f * T;
+    return 0;
+}
+
+typedef struct {
+    float *qkv, *ctx, *y, *hidden;
+    uint8_t *lin;
+    float *attn, *ln;  /* per thread: attention_scratch(S, d) and hidden x LN_PANEL floats */
+    atomic_long *counters;
+    int64_t bytes;
+} Arena;
+
+static int plan_steps(const Plan *p) { return 4 + p->nlayers * (8 + 4 * (MAX_CHUNKS + 2)); }
+
+/* carve `base` (NULL: only measure) into the buffers of one forward over B x S tokens */
+static Arena arena_of(const Plan *p, uint8_t *base, int64_t B, int64_t S, int nt) {
+    Arena a;
+    memset(&a, 0, sizeof(a));
+    const int64_t T = B * S, H = p->hidden, d = H / p->heads;
+    int64_t lin = 0;
+    for (int i = 0; i < p->nlayers; i++) {
+        const LayerOp *L = &p->layers[i];
+        const int64_t s[4] = {linear_scratch(&L->qkv, T), linear_scratch(&L->attn_out, T), linear_scratch(&L->ffn_in, T),
+                              linear_scratch(&L->ffn_out, T)};
+        for (int k = 0; k < 4; k++) lin = s[k] > lin ? s[k] : lin;
+    }
+    int64_t at = 0;
+#define CARVE(field, type, n) do { at = (at + 63) / 64 * 64; a.field = base ? (type)(void *)(base + at) : NULL; at += (int64_t)(n); } while (0)
+    CARVE(qkv, float *, 3 * H * T * 4);
+    CARVE(ctx, float *, H * T * 4);
+    CARVE(y, float *, H * T * 4);
+    CARVE(hidden, float *, p->inter * T * 4);
+    CARVE(lin, uint8_t *, lin);
+    CARVE(attn, float *, (int64_t)nt * attention_scratch(S, d) * 4);
+    CARVE(ln, float *, (int64_t)nt * H * LN_PANEL * 4);
+    CARVE(counters, atomic_long *, (int64_t)plan_steps(p) * 64);
+#undef CARVE
+    a.bytes = at + 64;
+    return a;
+}
+
+/* Y = L X (+ GELU with act), T tokens; ends with a barrier */
+static void run_linear(const LinOp *L, const float *X, float *Y, int64_t T, int act, uint8_t *scratch, Team *tm, int tid, int *step) {
+    const int nt = tm->nt;
+    if (L->kind == LK_JIT) {
+        const JitLinear *j = L->jit;
+        const int64_t F = L->in_f, panels = (T + JIT_PANEL - 1) / JIT_PANEL;
+#if ZOO_JIT
+        if (j->kind == JIT_F32)
+            for (int64_t f = tid; f < F; f += nt) jit_panel_f32(X, (float *)(void *)scratch, F, T, f);
+        else
+            for (int64_t g = tid; g < F / 4; g += nt) jit_panel_i8(X, scratch, F, T, g, L->qs, L->qz);
+        barrier_wait(tm->bar, tm->nt);
+        const int s = (*step)++;
+        __attribute__((aligned(64))) int32_t acc[JIT_MAX_AT * JIT_PANEL];
+        for (int64_t blk; (blk = claim(tm, s, 1)) < j->nblocks;) {
+            const int r0 = (int)blk * j->at, nr = j->rows - r0 < j->at ? j->rows - r0 : j->at;
+            const jit_fn fn = (jit_fn)(void *)(j->code + j->entry[blk]);
+            const int32_t *w = j->stream + j->stream_at[blk];
+            for (int64_t p = 0; p < panels; p++) {
+                if (j->kind == JIT_F32) {
+                    fn((const float *)(const void *)scratch + p * F * JIT_PANEL, w, acc);
+                    jit_epilogue_f32((const float *)acc, nr, Y + (int64_t)r0 * T, T, p * JIT_PANEL, act);
+                } else {
+                    fn(scratch + p * (F / 4) * 64, w, acc);
+                    jit_epilogue_i8(acc, nr, j->scale + r0, j->offset + r0, Y + (int64_t)r0 * T, T, p * JIT_PANEL, act);
+                }
+            }
+        }
+#else
+        (void)j; (void)panels;
+#endif
+        barrier_wait(tm->bar, tm->nt);
+        return;
+    }
+    const int64_t tiles = (T + TILE - 1) / TILE, chunks = (L->rows + 7) / 8;
+    if (L->kind == LK_I8) {
+        for (int64_t g = tid; g < L->in_f / 4; g += nt) quant_group(X, scratch, g, T, L->qs, L->qz);
+        barrier_wait(tm->bar, tm->nt);
+    }
+    for (int c = 0; c < L->nchunks; c++) {
+        const int s = (*step)++;
+        const int flags = (c ? ACCUMULATE : 0) | (c == L->nchunks - 1 ? act : 0);
+        for (int64_t item; (item = claim(tm, s, 1)) < tiles * chunks;) {
+            const int64_t t0 = item / chunks * TILE, tw = T - t0 < TILE ? T - t0 : TILE;
+            const int64_t r1 = (item % chunks + 1) * 8 < L->rows ? (item % chunks + 1) * 8 : L->rows;
+            for (int64_t r = item % chunks * 8; r < r1; r++) {
+                if (L->kind == LK_I8)
+                    i8_row(L->indptr[0], L->cols[0], (const int32_t *)L->vals[0], L->scale, L->offset, scratch, Y, T, t0, tw, r, 0, flags);
+                else
+                    f32_row(L->kind == LK_B4 ? 1 : 0, L->indptr[c], L->cols[c], (const float *)L->vals[c], L->bias, X, Y, T, t0, tw, r, flags);
+            }
+        }
+        barrier_wait(tm->bar, tm->nt);
+    }
+}
+
+/* O = LayerNorm(X + R) over features, token panels split across threads; ends with a barrier */
+static void run_layernorm(const NormOp *n, const float *X, const float *R, float *O, int64_t F, int64_t T, float *P, Team *tm, int tid) {
+    const int64_t panels = T / LN_PANEL, items = panels + (panels * LN_PANEL < T ? 1 : 0);
+    for (int64_t k = tid; k < items; k += tm->nt) {
+        if (k < panels) layernorm_panel(X, R, O, n->gamma, n->beta, n->eps, F, T, k * LN_PANEL, P);
+        else layernorm_tokens(X, R, O, n->gamma, n->beta, n->eps, F, T, panels * LN_PANEL);
+    }
+    barrier_wait(tm->bar, tm->nt);
+}
+
+/* plan_arena(plan, B, S, threads) -> bytes of scratch a forward needs */
+static PyObject *py_plan_arena(PyObject *self, PyObject *args) {
+    PyObject *cap;
+    Py_ssize_t B, S;
+    int threads;
+    if (!PyArg_ParseTuple(args, "Onni", &cap, &B, &S, &threads)) return NULL;
+    Plan *p = (Plan *)PyCapsule_GetPointer(cap, "zoo.plan");
+    if (!p) return NULL;
+    if (B < 1 || S < 1 || threads < 1) { PyErr_SetString(PyExc_ValueError, "plan_arena: empty batch or no threads"); return NULL; }
+    return PyLong_FromLongLong((long long)arena_of(p, NULL, B, S, threads).bytes);
+}
+
+/* forward(plan, ids, types, mask_add, keys, B, S, X, arena, arena_bytes, threads): X [hidden][B*S] receives the last
+ * layer's output. ids/types int64 [B][S] (bounds-checked by the caller), mask_add float [B][S], keys int64 [B]. */
+static PyObject *py_forward(PyObject *self, PyObject *args) {
+    PyObject *cap;
+    Py_ssize_t ids, types, mask, keys, B, S, X, arena, arena_bytes;
+    int threads;
+    if (!PyArg_ParseTuple(args, "Onnnnnnnnni", &cap, &ids, &types, &mask, &keys, &B, &S, &X, &arena, &arena_bytes, &threads)) return NULL;
+    Plan *p = (Plan *)PyCapsule_GetPointer(cap, "zoo.plan");
+    if (!p) return NULL;
+    if (B < 1 || S < 1 || threads < 1) { PyErr_SetString(PyExc_ValueError, "forward: empty batch or no threads"); return NULL; }
+    const Arena a = arena_of(p, PTR(uint8_t *, arena), B, S, threads);
+    if (a.bytes > arena_bytes) { PyErr_SetString(PyExc_ValueError, "forward: scratch arena too small"); return NULL; }
+    const int64_t T = B * S, H = p->hidden, d = H / p->heads;
+    const float scale = (float)(1.0 / (double)sqrtf((float)d));  /* as the Python path computes it */
+    float *x = PTR(float *, X);
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < plan_steps(p); i++) atomic_init(&a.counters[i * 8], 0);
+    Barrier bar;
+    atomic_init(&bar.count, 0); atomic_init(&bar.gen, 0); atomic_init(&bar.sleepers, 0);
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();  /* nt < threads when fewer were granted */
+#else
+        const int tid = 0, nt = 1;
+#endif
+        Team tm = {&bar, a.counters, nt};
+        int step = 0;
+        float *P = a.ln + (int64_t)tid * H * LN_PANEL, *abuf = a.attn + (int64_t)tid * attention_scratch(S, d);
+        for (int64_t f0 = (int64_t)tid * 16; f0 < H; f0 += (int64_t)nt * 16)
+            embed_features(p->word, p->pos, p->type, PTR(const int64_t *, ids), PTR(const int64_t *, types), S, H, T, f0, x);
+        barrier_wait(tm.bar, tm.nt);
+        run_layernorm(&p->ln_embed, x, NULL, x, H, T, P, &tm, tid);
+        for (int l = 0; l < p->nlayers; l++) {
+            const LayerOp *L = &p->layers[l];
+            run_linear(&L->qkv, x, a.qkv, T, 0, a.lin, &tm, tid, &step);
+            const int s = step++;
+            for (int64_t task; (task = claim(&tm, s, 1)) < B * p->heads;)
+                attention_task(a.qkv, a.ctx, PTR(const float *, mask), PTR(const int64_t *, keys), S, p->heads, d, T, scale, L->qp, abuf, task);
+            barrier_wait(tm.bar, tm.nt);
+            run_linear(&L->attn_out, a.ctx, a.y, T, 0, a.lin, &tm, tid, &step);
+            run_layernorm(&L->ln_attn, a.y, x, x, H, T, P, &tm, tid);
+            run_linear(&L->ffn_in, x, a.hidden, T, GELU, a.lin, &tm, tid, &step);
+            run_linear(&L->ffn_out, a.hidden, a.y, T, 0, a.lin, &tm, tid, &step);
+            run_layernorm(&L->ln_out, a.y, x, x, H, T, P, &tm, tid);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}

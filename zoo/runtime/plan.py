@@ -1,0 +1,84 @@
+"""The native forward: a plan of the packed encoder, built once per engine, run in one call into the C extension.
+
+``build`` describes every Linear, LayerNorm and attention of an engine to ``_kernels.plan_new``; ``Plan.run`` then
+computes embeddings to the last layer's hidden state in one OpenMP region (``_forward.h``), with the same kernels,
+the same work split and so the same bits as the op-by-op path. Packings the native forward does not run (dense
+BLAS, the row-group kinds used for long inputs, fp32 kernels behind a fake-quantized input) keep the op-by-op path:
+``build`` returns None for such an engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from zoo.runtime import _kernels as K
+from zoo.runtime.pack import LONG_TOKENS, PackedLinear, chunks
+from zoo.runtime.workspace import Workspace
+
+if TYPE_CHECKING:
+    from zoo.runtime.engine import Engine
+
+# the C plan's Linear kinds (_forward.h: LK_*)
+CODES = {"csr": 0, "block4": 1, "csr-chunked": 2, "int8-block4": 3, "jit-csr": 4, "jit-int8": 4}
+
+
+@dataclass
+class Plan:
+    capsule: object
+    threads: int
+    long_tokens: int | None  # from this many tokens on some Linear runs another packing: the op-by-op path then
+    keep: list[object] = field(default_factory=list, repr=False)  # arrays the plan points into
+
+    def covers(self, tokens: int) -> bool:
+        return self.long_tokens is None or tokens < self.long_tokens
+
+    def run(self, ids: np.ndarray, types: np.ndarray, mask_add: np.ndarray, keys: np.ndarray, hidden: int, ws: Workspace) -> np.ndarray:
+        """The last layer's hidden state [hidden, batch * seq] (a workspace buffer) for int64 ids/types [batch, seq]."""
+        batch, seq = ids.shape
+        x = ws.get("plan.hidden", (hidden, batch * seq))
+        arena = ws.get("plan.arena", (K.plan_arena(self.capsule, batch, seq, self.threads),), np.uint8)
+        K.forward(self.capsule, ids.ctypes.data, types.ctypes.data, mask_add.ctypes.data, keys.ctypes.data, batch, seq, ws.ptr(x),
+                  ws.ptr(arena), arena.size, self.threads)
+        return x
+
+
+def _linear(p: PackedLinear, keep: list[object]) -> tuple | None:
+    code = CODES.get(p.kind)
+    if code is None or (p.input_q is not None and p.kind not in ("int8-block4", "jit-int8")):
+        return None
+    a = p.ptrs()
+    q = p.input_q
+    qs, qz = (float(q.scale), float(q.zero_point)) if q is not None else (0.0, 0.0)
+    if p.kind == "csr-chunked":
+        parts = chunks(p.arrays)
+        tables = [np.asarray([c[k].ctypes.data for c in parts], dtype=np.int64) for k in ("indptr", "cols", "vals")]
+        keep += tables
+        ptrs = [t.ctypes.data for t in tables]
+        return (code, len(parts), p.out_features, p.in_features, *ptrs, a["bias"], 0, 0, qs, qz, None)
+    if p.kind in ("int8-block4", "jit-int8"):
+        return (code, 1, p.out_features, p.in_features, a["indptr"], a["groups"], a["wpk"], a["bias"], a["scale"], a["offset"], qs, qz,
+                p.native)
+    return (code, 1, p.out_features, p.in_features, a["indptr"], a["cols"], a["vals"], a["bias"], 0, 0, qs, qz, p.native)
+
+
+def build(engine: Engine) -> Plan | None:
+    """The native plan of ``engine``, or None where one of its packings needs the op-by-op path."""
+    keep: list[object] = []
+    layers = []
+    longs = []
+    for layer in engine.layers:
+        linears = [_linear(p, keep) for p in (layer.qkv, layer.attn_out, layer.ffn_in, layer.ffn_out)]
+        if any(d is None for d in linears):
+            return None
+        longs += [p.long for p in (layer.qkv, layer.attn_out, layer.ffn_in, layer.ffn_out) if p.long is not None]
+        keep.append(layer.attn_qparams)
+        layers.append((*linears, *layer.ln_attn.ptrs, layer.ln_attn.eps, *layer.ln_out.ptrs, layer.ln_out.eps,
+                       layer.attn_qparams.ctypes.data))
+    c = engine.model.config
+    natives = [p.native for layer in engine.layers for p in (layer.qkv, layer.attn_out, layer.ffn_in, layer.ffn_out) if p.native]
+    capsule = K.plan_new(layers, *engine._table_ptrs, *engine._embed_norm.ptrs, engine._embed_norm.eps, c.hidden, c.heads,
+                         c.intermediate, tuple(natives))
+    return Plan(capsule, engine.threads, LONG_TOKENS if longs else None, keep)
