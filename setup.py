@@ -26,7 +26,7 @@ openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
 kernels = Extension(
     "zoo.runtime._kernels",
     sources=["zoo/runtime/_kernels.c"],
-    depends=["zoo/runtime/_kernels_avx2.h", "zoo/runtime/_jit.h", "zoo/runtime/_forward.h"],
+    depends=["zoo/runtime/_kernels_avx2.h", "zoo/runtime/_jit.h", "zoo/runtime/_forward.h", "zoo/runtime/_attention_i8.h"],
     extra_compile_args=["-O3", "-std=c11", "-fno-math-errno", "-fno-trapping-math", *openmp],
     extra_link_args=openmp,
 )

@@ -106,7 +106,13 @@ typedef struct {  /* one per thread, all pointing to the same barrier and counte
     Barrier *bar;
     atomic_long *counters;  /* one per step, each on its own cache line (stride 8) */
     int nt;
+    int64_t *stamps, nstamps, at;  /* thread 0 only, when profiling: the time each barrier was passed */
 } Team;
+
+static void team_sync(Team *tm) {
+    barrier_wait(tm->bar, tm->nt);
+    if (tm->stamps && tm->at < tm->nstamps) tm->stamps[tm->at++] = (int64_t)mono_ns();
+}
 
 /* the next item of a dynamic step; every thread walks the steps in the same order, so `step` agrees */
 static inline int64_t claim(Team *tm, int step, int64_t chunk) { return atomic_fetch_add(&tm->counters[step * 8], chunk); }
@@ -267,14 +273,31 @@ static void run_linear(const LinOp *L, const float *X, float *Y, int64_t T, int 
             for (int64_t f = tid; f < F; f += nt) jit_panel_f32(X, (float *)(void *)scratch, F, T, f);
         else
             for (int64_t g = tid; g < F / 4; g += nt) jit_panel_i8(X, scratch, F, T, g, L->qs, L->qz);
-        barrier_wait(tm->bar, tm->nt);
+        team_sync(tm);
         const int s = (*step)++;
         __attribute__((aligned(64))) int32_t acc[JIT_MAX_AT * JIT_PANEL];
-        for (int64_t blk; (blk = claim(tm, s, 1)) < j->nblocks;) {
+        /* a thread claims its next block before running the current one and pulls the next one's code and weights into
+         * L2 a slice per panel: straight-line code streamed from L3 on demand (weak instruction prefetch) ran the
+         * in-model Linears at half their warm speed */
+        for (int64_t blk = claim(tm, s, 1), next; blk < j->nblocks; blk = next) {
+            next = claim(tm, s, 1);
             const int r0 = (int)blk * j->at, nr = j->rows - r0 < j->at ? j->rows - r0 : j->at;
             const jit_fn fn = (jit_fn)(void *)(j->code + j->entry[blk]);
             const int32_t *w = j->stream + j->stream_at[blk];
+            const uint8_t *nc = NULL, *nw = NULL;
+            size_t ncode = 0, nweights = 0;
+            if (next < j->nblocks) {
+                nc = j->code + j->entry[next];
+                ncode = (next + 1 < j->nblocks ? j->entry[next + 1] : j->code_used) - j->entry[next];
+                nw = (const uint8_t *)(j->stream + j->stream_at[next]);
+                nweights = ((next + 1 < j->nblocks ? j->stream_at[next + 1] : j->stream_len) - j->stream_at[next]) * 4;
+            }
             for (int64_t p = 0; p < panels; p++) {
+                if (nc) {
+                    for (size_t o = ncode * p / panels / 64 * 64; o < ncode * (p + 1) / panels; o += 64) _mm_prefetch((const char *)nc + o, _MM_HINT_T1);
+                    for (size_t o = nweights * p / panels / 64 * 64; o < nweights * (p + 1) / panels; o += 64)
+                        _mm_prefetch((const char *)nw + o, _MM_HINT_T1);
+                }
                 if (j->kind == JIT_F32) {
                     fn((const float *)(const void *)scratch + p * F * JIT_PANEL, w, acc);
                     jit_epilogue_f32((const float *)acc, nr, Y + (int64_t)r0 * T, T, p * JIT_PANEL, act);
@@ -287,13 +310,13 @@ static void run_linear(const LinOp *L, const float *X, float *Y, int64_t T, int 
 #else
         (void)j; (void)panels;
 #endif
-        barrier_wait(tm->bar, tm->nt);
+        team_sync(tm);
         return;
     }
     const int64_t tiles = (T + TILE - 1) / TILE, chunks = (L->rows + 7) / 8;
     if (L->kind == LK_I8) {
         for (int64_t g = tid; g < L->in_f / 4; g += nt) quant_group(X, scratch, g, T, L->qs, L->qz);
-        barrier_wait(tm->bar, tm->nt);
+        team_sync(tm);
     }
     for (int c = 0; c < L->nchunks; c++) {
         const int s = (*step)++;
@@ -308,7 +331,7 @@ static void run_linear(const LinOp *L, const float *X, float *Y, int64_t T, int 
                     f32_row(L->kind == LK_B4 ? 1 : 0, L->indptr[c], L->cols[c], (const float *)L->vals[c], L->bias, X, Y, T, t0, tw, r, flags);
             }
         }
-        barrier_wait(tm->bar, tm->nt);
+        team_sync(tm);
     }
 }
 
@@ -319,7 +342,7 @@ static void run_layernorm(const NormOp *n, const float *X, const float *R, float
         if (k < panels) layernorm_panel(X, R, O, n->gamma, n->beta, n->eps, F, T, k * LN_PANEL, P);
         else layernorm_tokens(X, R, O, n->gamma, n->beta, n->eps, F, T, panels * LN_PANEL);
     }
-    barrier_wait(tm->bar, tm->nt);
+    team_sync(tm);
 }
 
 /* plan_arena(plan, B, S, threads) -> bytes of scratch a forward needs */
@@ -334,13 +357,17 @@ static PyObject *py_plan_arena(PyObject *self, PyObject *args) {
     return PyLong_FromLongLong((long long)arena_of(p, NULL, B, S, threads).bytes);
 }
 
-/* forward(plan, ids, types, mask_add, keys, B, S, X, arena, arena_bytes, threads): X [hidden][B*S] receives the last
- * layer's output. ids/types int64 [B][S] (bounds-checked by the caller), mask_add float [B][S], keys int64 [B]. */
+/* forward(plan, ids, types, mask_add, keys, B, S, X, arena, arena_bytes, threads[, stamps, nstamps]): X [hidden][B*S]
+ * receives the last layer's output. ids/types int64 [B][S] (bounds-checked by the caller), mask_add float [B][S], keys
+ * int64 [B]. stamps: int64 [nstamps] receives the monotonic time (ns) of the start and of every barrier, in order
+ * (a profile of the steps; bench/profile.py names them). */
 static PyObject *py_forward(PyObject *self, PyObject *args) {
     PyObject *cap;
-    Py_ssize_t ids, types, mask, keys, B, S, X, arena, arena_bytes;
+    Py_ssize_t ids, types, mask, keys, B, S, X, arena, arena_bytes, stamps = 0, nstamps = 0;
     int threads;
-    if (!PyArg_ParseTuple(args, "Onnnnnnnnni", &cap, &ids, &types, &mask, &keys, &B, &S, &X, &arena, &arena_bytes, &threads)) return NULL;
+    if (!PyArg_ParseTuple(args, "Onnnnnnnnni|nn", &cap, &ids, &types, &mask, &keys, &B, &S, &X, &arena, &arena_bytes, &threads, &stamps,
+                          &nstamps))
+        return NULL;
     Plan *p = (Plan *)PyCapsule_GetPointer(cap, "zoo.plan");
     if (!p) return NULL;
     if (B < 1 || S < 1 || threads < 1) { PyErr_SetString(PyExc_ValueError, "forward: empty batch or no threads"); return NULL; }
@@ -360,12 +387,13 @@ static PyObject *py_forward(PyObject *self, PyObject *args) {
 #else
         const int tid = 0, nt = 1;
 #endif
-        Team tm = {&bar, a.counters, nt};
+        Team tm = {&bar, a.counters, nt, tid == 0 ? PTR(int64_t *, stamps) : NULL, nstamps, 0};
+        if (tm.stamps && nstamps > 0) tm.stamps[tm.at++] = (int64_t)mono_ns();
         int step = 0;
         float *P = a.ln + (int64_t)tid * H * LN_PANEL, *abuf = a.attn + (int64_t)tid * attention_scratch(S, d);
         for (int64_t f0 = (int64_t)tid * 16; f0 < H; f0 += (int64_t)nt * 16)
             embed_features(p->word, p->pos, p->type, PTR(const int64_t *, ids), PTR(const int64_t *, types), S, H, T, f0, x);
-        barrier_wait(tm.bar, tm.nt);
+        team_sync(&tm);
         run_layernorm(&p->ln_embed, x, NULL, x, H, T, P, &tm, tid);
         for (int l = 0; l < p->nlayers; l++) {
             const LayerOp *L = &p->layers[l];
@@ -373,13 +401,52 @@ static PyObject *py_forward(PyObject *self, PyObject *args) {
             const int s = step++;
             for (int64_t task; (task = claim(&tm, s, 1)) < B * p->heads;)
                 attention_task(a.qkv, a.ctx, PTR(const float *, mask), PTR(const int64_t *, keys), S, p->heads, d, T, scale, L->qp, abuf, task);
-            barrier_wait(tm.bar, tm.nt);
+            team_sync(&tm);
             run_linear(&L->attn_out, a.ctx, a.y, T, 0, a.lin, &tm, tid, &step);
             run_layernorm(&L->ln_attn, a.y, x, x, H, T, P, &tm, tid);
             run_linear(&L->ffn_in, x, a.hidden, T, GELU, a.lin, &tm, tid, &step);
             run_linear(&L->ffn_out, a.hidden, a.y, T, 0, a.lin, &tm, tid, &step);
             run_layernorm(&L->ln_out, a.y, x, x, H, T, P, &tm, tid);
         }
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+/* jit_run(capsule, X, Y, T, Xp, threads, act[, qscale, qzero]): Y[out][T] = W X + b (fp32) or the int8 product of X
+ * quantized with (qscale, qzero), on its own (the forward runs the same steps). Xp: scratch of ceil(T/16) * 16 *
+ * in_features floats (fp32) or bytes (int8). */
+static PyObject *py_jit_run(PyObject *self, PyObject *args) {
+    PyObject *cap;
+    Py_ssize_t X, Y, T, Xp;
+    int threads, act;
+    float qs = 0.0f, qz = 0.0f;
+    if (!PyArg_ParseTuple(args, "Onnnnii|ff", &cap, &X, &Y, &T, &Xp, &threads, &act, &qs, &qz)) return NULL;
+    JitLinear *j = (JitLinear *)PyCapsule_GetPointer(cap, "zoo.jit");
+    if (!j) return NULL;
+    if (j->kind == JIT_I8 && !(qs > 0.0f)) {
+        PyErr_SetString(PyExc_ValueError, "jit_run: an int8 kernel needs its input's scale");
+        return NULL;
+    }
+    if (T < 1 || threads < 1) { PyErr_SetString(PyExc_ValueError, "jit_run: no tokens or no threads"); return NULL; }
+    LinOp op;
+    memset(&op, 0, sizeof(op));
+    op.kind = LK_JIT; op.nchunks = 1; op.rows = j->rows; op.in_f = j->in_features; op.qs = qs; op.qz = qz; op.jit = j;
+    Py_BEGIN_ALLOW_THREADS
+    _Alignas(64) atomic_long counter[8];
+    atomic_init(&counter[0], 0);
+    Barrier bar;
+    atomic_init(&bar.count, 0); atomic_init(&bar.gen, 0); atomic_init(&bar.sleepers, 0);
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int tid = 0, nt = 1;
+#endif
+        Team tm = {&bar, counter, nt, NULL, 0, 0};
+        int step = 0;
+        run_linear(&op, PTR(const float *, X), PTR(float *, Y), T, act, PTR(uint8_t *, Xp), &tm, tid, &step);
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;

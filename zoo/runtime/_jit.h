@@ -326,60 +326,6 @@ static void jit_epilogue_i8(const int32_t *acc, int nr, const float *scale, cons
 }
 #endif
 
-/* jit_run(capsule, X, Y, T, Xp, threads, act[, qscale, qzero]): Y[out][T] = W X + b (fp32) or the int8 product of
- * X quantized with (qscale, qzero). Xp: scratch of ceil(T/16) * 16 * in_features floats (fp32) or bytes (int8). */
-static PyObject *py_jit_run(PyObject *self, PyObject *args) {
-    PyObject *cap;
-    Py_ssize_t X, Y, T, Xp;
-    int threads, act;
-    float qs = 0.0f, qz = 0.0f;
-    if (!PyArg_ParseTuple(args, "Onnnnii|ff", &cap, &X, &Y, &T, &Xp, &threads, &act, &qs, &qz)) return NULL;
-    JitLinear *j = (JitLinear *)PyCapsule_GetPointer(cap, "zoo.jit");
-    if (!j) return NULL;
-#if ZOO_JIT
-    if (j->kind == JIT_I8 && !(qs > 0.0f)) {
-        PyErr_SetString(PyExc_ValueError, "jit_run: an int8 kernel needs its input's scale");
-        return NULL;
-    }
-    const int64_t F = j->in_features, panels = (T + JIT_PANEL - 1) / JIT_PANEL;
-    const float *xp = PTR(const float *, X);
-    float *yp = PTR(float *, Y);
-    Py_BEGIN_ALLOW_THREADS
-    set_threads(threads);
-#pragma omp parallel
-    {
-        if (j->kind == JIT_F32) {
-#pragma omp for schedule(static)
-            for (Py_ssize_t f = 0; f < F; f++) jit_panel_f32(xp, PTR(float *, Xp), F, T, f);
-        } else {
-#pragma omp for schedule(static)
-            for (Py_ssize_t g = 0; g < F / 4; g++) jit_panel_i8(xp, PTR(uint8_t *, Xp), F, T, g, qs, qz);
-        }
-        __attribute__((aligned(64))) int32_t acc[JIT_MAX_AT * JIT_PANEL];
-#pragma omp for schedule(dynamic, 1)
-        for (Py_ssize_t blk = 0; blk < j->nblocks; blk++) {
-            const int r0 = (int)blk * j->at, nr = j->rows - r0 < j->at ? j->rows - r0 : j->at;
-            const jit_fn fn = (jit_fn)(void *)(j->code + j->entry[blk]);
-            const int32_t *w = j->stream + j->stream_at[blk];
-            for (int64_t p = 0; p < panels; p++) {
-                if (j->kind == JIT_F32) {
-                    fn(PTR(const float *, Xp) + p * F * JIT_PANEL, w, acc);
-                    jit_epilogue_f32((const float *)acc, nr, yp + (int64_t)r0 * T, T, p * JIT_PANEL, act);
-                } else {
-                    fn(PTR(const uint8_t *, Xp) + p * (F / 4) * 64, w, acc);
-                    jit_epilogue_i8(acc, nr, j->scale + r0, j->offset + r0, yp + (int64_t)r0 * T, T, p * JIT_PANEL, act);
-                }
-            }
-        }
-    }
-    Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-#else
-    PyErr_SetString(PyExc_OSError, "machine-code kernels need x86-64 Linux");
-    return NULL;
-#endif
-}
-
 /* jit_code(capsule) -> (code bytes, weights in the stream): for disassembly checks and sizes */
 static PyObject *py_jit_code(PyObject *self, PyObject *args) {
     PyObject *cap;

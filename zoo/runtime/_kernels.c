@@ -73,6 +73,14 @@ static inline __mmask16 tail_mask(int64_t remaining) {
     return remaining >= 16 ? (__mmask16)0xFFFF : remaining <= 0 ? (__mmask16)0 : (__mmask16)((1u << remaining) - 1u);
 }
 
+/* uint8 quantization of 16 lanes as int32: clamp(round_half_even(x / s) + zp, 0, 255) */
+__attribute__((target("avx512f")))
+static inline __m512i quant16(__m512 x, __m512 s, __m512 zp) {
+    __m512 q = _mm512_add_ps(_mm512_roundscale_ps(_mm512_div_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
+    q = _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
+    return _mm512_cvttps_epi32(q);
+}
+
 /* 4 rows x 64 columns of Y per step: 16 accumulators, 4 broadcasts and 4 loads feed 16 FMAs */
 __attribute__((target("avx512f")))
 static void gemm_rows_avx512(const float *A, int64_t ars, int64_t aks, const float *B, int64_t ldb, float *Y, int64_t ldy,
@@ -527,8 +535,14 @@ static int64_t query_block(void) {
     return 16;
 }
 
-/* Scratch floats one attention task needs: Q, K, V copies and one query block of scores */
-static int64_t attention_scratch(int64_t S, int64_t d) { return 3 * d * S + S * query_block(); }
+#include "_attention_i8.h"
+
+/* Scratch floats one attention task needs: Q, K, V copies and one query block of scores (fp32), or the uint8/int8
+ * operands of the integer path */
+static int64_t attention_scratch(int64_t S, int64_t d) {
+    const int64_t f32 = 3 * d * S + S * query_block(), i8 = attention_i8_scratch(S, d) / 4 + 16;
+    return f32 > i8 ? f32 : i8;
+}
 
 /* One (sequence, head) of attention: task = b * heads + h */
 static void attention_task(const float *qkv, float *out, const float *mask, const int64_t *keys, int64_t S, int64_t heads, int64_t d,
@@ -536,6 +550,13 @@ static void attention_task(const float *qkv, float *out, const float *mask, cons
     const int64_t H = heads * d, NB = query_block();
     const int64_t b = task / heads, h = task % heads;
     const int64_t Sk = keys && keys[b] > 0 && keys[b] < S ? keys[b] : S;
+#if ZOO_X86
+    if (attention_i8_applies(qp, d)) {
+        attention_i8(qkv + b * S + h * d * T, qkv + b * S + (H + h * d) * T, qkv + b * S + (2 * H + h * d) * T, out + (h * d) * T + b * S,
+                     mask + b * S, S, Sk, d, T, scale, qp, (uint8_t *)(void *)buf);
+        return;
+    }
+#endif
     float *PT = buf + 3 * d * S;
     const float *base = qkv + b * S;
     const float *mb = mask + b * S;
@@ -793,12 +814,6 @@ static void quant_group_generic(const float *X, uint8_t *out, int64_t g, int64_t
 }
 
 #if ZOO_X86
-__attribute__((target("avx512f")))
-static inline __m512i quant16(__m512 x, __m512 s, __m512 zp) {
-    __m512 q = _mm512_add_ps(_mm512_roundscale_ps(_mm512_div_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), zp);
-    q = _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
-    return _mm512_cvttps_epi32(q);
-}
 
 /* 16 tokens of 4 features -> 16 little-endian int32 words, one byte per feature */
 __attribute__((target("avx512f")))

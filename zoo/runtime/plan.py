@@ -82,3 +82,41 @@ def build(engine: Engine) -> Plan | None:
     capsule = K.plan_new(layers, *engine._table_ptrs, *engine._embed_norm.ptrs, engine._embed_norm.eps, c.hidden, c.heads,
                          c.intermediate, tuple(natives))
     return Plan(capsule, engine.threads, LONG_TOKENS if longs else None, keep)
+
+
+def _linear_steps(role: str, p: PackedLinear) -> list[str]:
+    if p.kind in ("jit-csr", "jit-int8"):
+        return [f"{role} panels" if p.kind == "jit-csr" else f"{role} quantize", f"{role} ({p.label})"]
+    if p.kind == "int8-block4":
+        return [f"{role} quantize", f"{role} ({p.kind})"]
+    n = len(chunks(p.arrays)) if p.kind == "csr-chunked" else 1
+    return [f"{role} ({p.kind})"] * n
+
+
+def step_names(engine: Engine) -> list[str]:
+    """What each barrier of the native forward ends, in order (``_forward.h``'s step sequence)."""
+    names = ["embeddings", "embeddings LayerNorm"]
+    for layer in engine.layers:
+        names += _linear_steps("qkv", layer.qkv) + ["attention"] + _linear_steps("attn_out", layer.attn_out)
+        names += ["residual + LayerNorm"] + _linear_steps("ffn_in + GELU", layer.ffn_in) + _linear_steps("ffn_out", layer.ffn_out)
+        names += ["residual + LayerNorm"]
+    return names
+
+
+def profile(engine: Engine, ids: np.ndarray, types: np.ndarray, mask_add: np.ndarray, keys: np.ndarray) -> dict[str, float]:
+    """Seconds per step kind of one native forward (summed over layers), from the barrier times thread 0 records."""
+    p = engine.plan
+    if p is None:
+        raise ValueError("this engine runs op by op (no native plan)")
+    names = step_names(engine)
+    stamps = np.zeros(len(names) + 1, dtype=np.int64)
+    ws = Workspace()
+    batch, seq = ids.shape
+    x = ws.get("plan.hidden", (engine.model.config.hidden, batch * seq))
+    arena = ws.get("plan.arena", (K.plan_arena(p.capsule, batch, seq, p.threads),), np.uint8)
+    K.forward(p.capsule, ids.ctypes.data, types.ctypes.data, mask_add.ctypes.data, keys.ctypes.data, batch, seq, x.ctypes.data,
+              arena.ctypes.data, arena.size, p.threads, stamps.ctypes.data, stamps.size)
+    out: dict[str, float] = {}
+    for name, dt in zip(names, np.diff(stamps) / 1e9, strict=True):
+        out[name] = out.get(name, 0.0) + float(dt)
+    return out
