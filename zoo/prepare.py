@@ -172,7 +172,7 @@ def prepare(name_or_dir: str | Path, settings: Settings | None = None, *, engine
     located = locate(name_or_dir, settings, fetch=fetch, revision=revision, sources=sources, reporter=reporter, on_status=on_status)
     model = load_model(located, settings)
     threads = settings.engine_threads
-    compiled = compile(model, threads=threads, backend=engine)
+    compiled = compile(model, threads=threads, backend=engine, choices=settings.home / "runtime" / "choices.json", on_status=on_status)
     verdict = None
     if validate_engine or (validate_engine is None and located.card is not None and first_load(located.name, settings)):
         verdict = validate(located, model, compiled, threads, settings)

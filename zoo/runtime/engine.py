@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from zoo.convert.reference import MASK_VALUE
 from zoo.errors import InputError
 from zoo.runtime import _kernels as K
 from zoo.runtime import plan
+from zoo.runtime.choices import Choices
 from zoo.runtime.pack import PackedLinear, pack_linear
 from zoo.runtime.workspace import Workspace, WorkspacePool
 
@@ -304,12 +306,14 @@ DENSE_MODEL_ABOVE = 0.5  # encoder density above which the sparse formats cannot
 
 
 def compile(model: BertModel, threads: int | None = None, int8: bool = True, backend: str = "auto",  # noqa: A001
-            workdir: Path | None = None) -> Engine | OnnxRuntimeEngine:
+            workdir: Path | None = None, choices: Path | None = None,
+            on_status: Callable[[str], None] | None = None) -> Engine | OnnxRuntimeEngine:
     """Compile ``model`` for this machine.
 
-    ``backend="sparse"`` packs every encoder Linear (fastest packing per Linear, measured); ``"onnxruntime"``
-    runs the exported graph; ``"auto"`` takes onnxruntime for dense encoders and the sparse engine otherwise.
-    The onnxruntime backend keeps its exported graph in ``workdir`` when one is given and leaves no file otherwise.
+    ``backend="sparse"`` packs every encoder Linear (fastest packing per Linear, measured, or as the ``choices`` file
+    kept it from an earlier load: see ``zoo.runtime.choices``); ``"onnxruntime"`` runs the exported graph; ``"auto"``
+    takes onnxruntime for dense encoders and the sparse engine otherwise. The onnxruntime backend keeps its exported
+    graph in ``workdir`` when one is given and leaves no file otherwise. ``on_status`` hears what a long compile does.
     """
     model.require_finite()
     threads = threads or default_threads()
@@ -319,18 +323,29 @@ def compile(model: BertModel, threads: int | None = None, int8: bool = True, bac
         raise ZooError(f"unknown backend {backend!r}", "use auto, sparse or onnxruntime")
     if backend == "onnxruntime" or (backend == "auto" and encoder_density(model) > DENSE_MODEL_ABOVE):
         return OnnxRuntimeEngine(model, threads, workdir)
-    return compile_sparse(model, threads, int8)
+    return compile_sparse(model, threads, int8, choices=Choices(choices, threads) if choices is not None else None, on_status=on_status)
 
 
-def compile_sparse(model: BertModel, threads: int, int8: bool = True) -> Engine:
-    """Pack every encoder Linear of ``model`` (fastest packing per Linear) into an ``Engine``."""
+def compile_sparse(model: BertModel, threads: int, int8: bool = True, kinds: tuple[str, ...] | None = None,
+                   choices: Choices | None = None, on_status: Callable[[str], None] | None = None) -> Engine:
+    """Pack every encoder Linear of ``model`` (fastest packing per Linear, among ``kinds`` when given; as ``choices``
+    kept them where it knows them) into an ``Engine``."""
     start = time.perf_counter()
     layers = []
-    for layer in model.layers:
+    n = len(model.layers)
+    if on_status is not None and n:
+        kept = choices is not None and choices.hits > 0
+        how = "with the packings kept from an earlier load" if kept else "measuring the fastest packing of each Linear"
+        on_status(f"packing {n} encoder layers for this CPU ({how})")
+    for i, layer in enumerate(model.layers):
+        if on_status is not None and i and time.perf_counter() - start > 1.0:
+            on_status(f"packing layer {i + 1}/{n} ({time.perf_counter() - start:.1f} s)")
+        pack = lambda lin: pack_linear(lin, threads, int8, kinds, choices)  # noqa: E731
         layers.append(EngineLayer(
-            qkv=pack_linear([layer.query, layer.key, layer.value], threads, int8),
-            attn_out=pack_linear(layer.attn_out, threads, int8), ffn_in=pack_linear(layer.ffn_in, threads, int8),
-            ffn_out=pack_linear(layer.ffn_out, threads, int8), ln_attn=Norm.of(layer.ln_attn), ln_out=Norm.of(layer.ln_out),
+            qkv=pack([layer.query, layer.key, layer.value]), attn_out=pack(layer.attn_out), ffn_in=pack(layer.ffn_in),
+            ffn_out=pack(layer.ffn_out), ln_attn=Norm.of(layer.ln_attn), ln_out=Norm.of(layer.ln_out),
             attn_qparams=_attention_qparams(layer.attn_q),
         ))
+    if choices is not None and not choices.save() and on_status is not None:
+        on_status(f"could not keep the measured packings in {choices.path} (the next load measures again)")
     return Engine(model, threads, layers, compile_seconds=time.perf_counter() - start)

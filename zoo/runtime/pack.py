@@ -18,6 +18,7 @@ import numpy as np
 from zoo.convert.bert import Linear, QParams
 from zoo.runtime import _kernels as K
 from zoo.runtime import jit
+from zoo.runtime.choices import Choices, digest
 from zoo.runtime.workspace import Workspace
 
 # BLAS keeps its own spinning thread pool, which fights the kernels' OpenMP threads for the cores; dense BLAS is
@@ -38,6 +39,8 @@ ROW_GROUP = {"csr-rg8": "csr", "block4-rg8": "block4"}
 # 4 KiB at 1024 tokens (cache-set aliasing: 6x the L2 misses in cachegrind), the row-group kernel reads packed token
 # tiles (Zen 3, 2 threads, 1024 tokens: 1.2-2x faster on BERT shapes at 90% unstructured; CSR wins at 128 there).
 LONG_TOKENS = 512
+# every fp32 packing (the candidates pack() times by default)
+FP32_KINDS = ("dense", "csr", "csr-chunked", "block4", "csr-rg8", "block4-rg8", "jit-csr")
 
 
 @dataclass(repr=False)
@@ -305,57 +308,82 @@ def _time(fn: Callable[[], object], reps: int = 5) -> float:
     return best
 
 
-def pack(name: str, weight: np.ndarray, bias: np.ndarray, threads: int,
-         kinds: tuple[str, ...] = ("dense", "csr", "csr-chunked", "block4", "csr-rg8", "block4-rg8", "jit-csr"),
-         tokens: int = 128) -> PackedLinear:
-    """The fastest fp32 packing of ``weight`` among ``kinds`` (measured on ``tokens`` tokens)."""
-    w = np.ascontiguousarray(weight, dtype=np.float32)
-    b = np.ascontiguousarray(bias, dtype=np.float32)
+def _fp32_candidates(name: str, w: np.ndarray, b: np.ndarray, csr: dict[str, np.ndarray], threads: int, kinds: tuple[str, ...],
+                     tokens: int) -> dict[str, Callable[[], PackedLinear | None]]:
+    """Label -> how to build that packing. Where emitted code runs, only CSR (its reference) and the emitted kinds are
+    candidates: the row-group and chunked packings exist for what token panels already fix (long inputs, inputs
+    larger than L2), and timing them made up most of a model's load time."""
     out_f, in_f = w.shape
-    candidates = []
-    nnz = np.count_nonzero(w)
+    nnz = int(csr["vals"].size)
     dense = nnz / w.size >= DENSE_ABOVE
+    new = lambda kind, arrays: PackedLinear(name, kind, out_f, in_f, b, arrays, threads=threads)  # noqa: E731
+    found: dict[str, Callable[[], PackedLinear | None]] = {}
     if "dense" in kinds and dense:
-        candidates.append(PackedLinear(name, "dense", out_f, in_f, b, {"weight": w}, threads=threads))
+        found["dense"] = lambda: new("dense", {"weight": w})
+    emitted = "jit-csr" in kinds and not dense and jit.available()
+    if "csr" in kinds or emitted:
+        found["csr"] = lambda: new("csr", csr)
+    if emitted:
+        for at in jit.ROW_BLOCKS:
+            found[f"jit-csr/{at}"] = lambda at=at: _one_emitted(name, "jit-csr", out_f, in_f, b, csr, threads, at)
+        return found
     if not dense and (arrays := _block4(w)) is not None and arrays["vals"].size <= 1.15 * nnz:
         if "block4" in kinds:
-            candidates.append(PackedLinear(name, "block4", out_f, in_f, b, arrays, threads=threads))
+            found["block4"] = lambda: new("block4", arrays)
         if "block4-rg8" in kinds:
-            candidates.append(PackedLinear(name, "block4-rg8", out_f, in_f, b, _row_groups(arrays, 4), threads=threads))
+            found["block4-rg8"] = lambda: new("block4-rg8", _row_groups(arrays, 4))
     if "csr-rg8" in kinds and not dense:
-        candidates.append(PackedLinear(name, "csr-rg8", out_f, in_f, b, _row_groups(_csr(w), 1), threads=threads))
-    csr = _csr(w)
-    if "csr" in kinds or not candidates:  # CSR is always valid, so it is the fallback too
-        candidates.append(PackedLinear(name, "csr", out_f, in_f, b, csr, threads=threads))
-    if "jit-csr" in kinds and not dense:
-        candidates += _emitted(name, "jit-csr", out_f, in_f, b, csr, threads)
+        found["csr-rg8"] = lambda: new("csr-rg8", _row_groups(csr, 1))
     n_chunks = -(-in_f * tokens * 4 // CHUNK_BYTES)
     if "csr-chunked" in kinds and not dense and n_chunks > 1:
-        candidates.append(PackedLinear(name, "csr-chunked", out_f, in_f, b, _csr_chunked(w, n_chunks), threads=threads))
-    if len(candidates) == 1:
-        return candidates[0]
-    best = fastest(candidates, tokens)
-    timings = best.timings
-    if best.kind not in ROW_GROUP and best.native is None and (row_groups := [c for c in candidates if c.kind in ROW_GROUP]):
-        ws = Workspace()
-        rg = min(row_groups, key=lambda c: timings[c.label])
-        x_long = np.random.default_rng(0).standard_normal((in_f, 2 * LONG_TOKENS), dtype=np.float32)
-        if _time(lambda: rg(x_long, ws), reps=1) < _time(lambda: best(x_long, ws), reps=1):
-            best.long = rg
+        found["csr-chunked"] = lambda: new("csr-chunked", _csr_chunked(w, n_chunks))
+    if not found:  # CSR is always valid, so it is the fallback too
+        found["csr"] = lambda: new("csr", csr)
+    return found
+
+
+def _from_label(label: str, found: dict[str, Callable[[], PackedLinear | None]]) -> PackedLinear | None:
+    """The packing a kept choice names (``label`` or ``label|long``), or None when this machine cannot build it now."""
+    main, _, long = label.partition("|")
+    if main not in found or (long and long not in found):
+        return None
+    best = found[main]()
+    if best is not None and long:
+        best.long = found[long]()
     return best
 
 
-def _emitted(name: str, kind: str, out_f: int, in_f: int, bias: np.ndarray, arrays: dict[str, np.ndarray], threads: int,
-             input_q: QParams | None = None) -> list[PackedLinear]:
-    """One emitted-code candidate per block height in ``jit.ROW_BLOCKS`` (none where emitted code cannot run here)."""
+def pack(name: str, weight: np.ndarray, bias: np.ndarray, threads: int, kinds: tuple[str, ...] = FP32_KINDS, tokens: int = 128,
+         choices: Choices | None = None) -> PackedLinear:
+    """The fastest fp32 packing of ``weight`` among ``kinds`` (measured on ``tokens`` tokens, or as ``choices`` kept it)."""
+    w = np.ascontiguousarray(weight, dtype=np.float32)
+    b = np.ascontiguousarray(bias, dtype=np.float32)
+    csr = _csr(w)
+    found = _fp32_candidates(name, w, b, csr, threads, kinds, tokens)
+    key = digest(name, w.shape, [csr["indptr"], csr["cols"], csr["vals"], b]) if choices is not None else None
+    if key is not None and choices is not None and (label := choices.get(key)) and (kept := _from_label(label, found)) is not None:
+        return kept
+    candidates = [c for c in (make() for make in found.values()) if c is not None]
+    candidates = candidates or [PackedLinear(name, "csr", w.shape[0], w.shape[1], b, csr, threads=threads)]
+    best = fastest(candidates, tokens)
+    if best.kind not in ROW_GROUP and best.native is None and (row_groups := [c for c in candidates if c.kind in ROW_GROUP]):
+        ws = Workspace()
+        rg = min(row_groups, key=lambda c: best.timings[c.label])
+        x_long = np.random.default_rng(0).standard_normal((w.shape[1], 2 * LONG_TOKENS), dtype=np.float32)
+        if _time(lambda: rg(x_long, ws), reps=1) < _time(lambda: best(x_long, ws), reps=1):
+            best.long = rg
+    if key is not None and choices is not None and len(candidates) > 1:
+        choices.put(key, best.label + (f"|{best.long.label}" if best.long is not None else ""))
+    return best
+
+
+def _one_emitted(name: str, kind: str, out_f: int, in_f: int, bias: np.ndarray, arrays: dict[str, np.ndarray], threads: int, at: int,
+                 input_q: QParams | None = None) -> PackedLinear | None:
     build = jit.build_int8 if kind == "jit-int8" else jit.build_f32
-    out = []
-    for at in jit.ROW_BLOCKS:
-        native = build(out_f, in_f, at, arrays, bias)
-        if native is None:
-            break
-        out.append(PackedLinear(name, kind, out_f, in_f, bias, arrays, input_q, threads, native=native, rows_per_block=at))
-    return out
+    native = build(out_f, in_f, at, arrays, bias)
+    if native is None:
+        return None
+    return PackedLinear(name, kind, out_f, in_f, bias, arrays, input_q, threads, native=native, rows_per_block=at)
 
 
 def fastest(candidates: list[PackedLinear], tokens: int = 128) -> PackedLinear:
@@ -370,25 +398,43 @@ def fastest(candidates: list[PackedLinear], tokens: int = 128) -> PackedLinear:
     return best
 
 
-def _with_emitted(p: PackedLinear) -> PackedLinear:
-    """An int8 block-4 packing, or its emitted-code form where that measures faster."""
-    return fastest([p, *_emitted(p.name, "jit-int8", p.out_features, p.in_features, p.bias, p.arrays, p.threads, p.input_q)])
+def _with_emitted(p: PackedLinear, kinds: tuple[str, ...] | None, choices: Choices | None) -> PackedLinear:
+    """An int8 block-4 packing, or its emitted-code form where that measures faster (``kinds``: the allowed ones; the
+    generic packing stays when none of them can be had)."""
+    found: dict[str, Callable[[], PackedLinear | None]] = {"int8-block4": lambda: p}
+    if (kinds is None or "jit-int8" in kinds) and jit.available(int8=True):
+        for at in jit.ROW_BLOCKS:
+            found[f"jit-int8/{at}"] = lambda at=at: _one_emitted(p.name, "jit-int8", p.out_features, p.in_features, p.bias, p.arrays,
+                                                                  p.threads, at, p.input_q)
+    if kinds is not None:
+        found = {k: v for k, v in found.items() if k.split("/")[0] in kinds} or {"int8-block4": lambda: p}
+    a = p.arrays
+    key = digest(p.name, (p.out_features, p.in_features), [a[k] for k in ("indptr", "groups", "wpk", "scale", "offset")]) if choices else None
+    if key is not None and choices is not None and (label := choices.get(key)) and (kept := _from_label(label, found)) is not None:
+        return kept
+    candidates = [c for c in (make() for make in found.values()) if c is not None] or [p]  # emitted code refused: generic
+    best = fastest(candidates)
+    if key is not None and choices is not None and len(candidates) > 1:
+        choices.put(key, best.label)
+    return best
 
 
-def pack_linear(lin: Linear | list[Linear], threads: int, int8: bool = True) -> PackedLinear:
-    """Pack one Linear, or several sharing one input (Q/K/V) as one fused product."""
+def pack_linear(lin: Linear | list[Linear], threads: int, int8: bool = True, kinds: tuple[str, ...] | None = None,
+                choices: Choices | None = None) -> PackedLinear:
+    """Pack one Linear, or several sharing one input (Q/K/V) as one fused product. ``kinds`` limits the candidates
+    (CSR, or int8 block-4 for QAT Linears, stays the fallback whatever it says)."""
     lins = lin if isinstance(lin, list) else [lin]
     name = "+".join(x.name.rsplit(".", 1)[-1] if len(lins) > 1 else x.name for x in lins)
     bias = np.concatenate([x.bias for x in lins]).astype(np.float32)
     int8 = int8 and int8_kernels_fast()
     if int8 and all(int8_ready(x) for x in lins) and len({(x.input_q, x.weight_q) for x in lins}) == 1:
         w8 = np.concatenate([x.weight_int8 for x in lins])  # type: ignore[misc]
-        return _with_emitted(_int8(name, w8, lins[0].weight_q, lins[0].input_q, bias, threads))  # type: ignore[arg-type]
+        return _with_emitted(_int8(name, w8, lins[0].weight_q, lins[0].input_q, bias, threads), kinds, choices)  # type: ignore[arg-type]
     if int8 and all(int8_ready(x) for x in lins):  # shared input, different weight scales: fold per row
         packed = [_int8(x.name, x.weight_int8, x.weight_q, x.input_q, x.bias, threads) for x in lins]  # type: ignore[arg-type]
-        return _with_emitted(_concat_int8(name, packed, bias, threads))
+        return _with_emitted(_concat_int8(name, packed, bias, threads), kinds, choices)
     weight = np.concatenate([x.weight for x in lins])
-    packed = pack(name, weight, bias, threads)
+    packed = pack(name, weight, bias, threads, kinds if kinds is not None else FP32_KINDS, choices=choices)
     packed.input_q = lins[0].input_q  # fp32 path of a QAT Linear still fake-quantizes its input
     if packed.long is not None:
         packed.long.input_q = packed.input_q
