@@ -34,14 +34,13 @@ def test_a_second_load_takes_the_kept_packings_without_measuring(tmp_path: Path,
     lines: list[str] = []
     first = compile(model, threads=2, backend="sparse", choices=path, on_status=lines.append)
     assert path.is_file() and _measured(first) > 0
-    assert lines and "measuring" in lines[0]
+    assert lines == []  # packing two small layers takes well under the second after which a status line is due
     data = json.loads(path.read_text())
     assert data["identity"]["threads"] == 2 and len(data["choices"]) == _measured(first)
     lines.clear()
     second = compile(model, threads=2, backend="sparse", choices=path, on_status=lines.append)
     assert _measured(second) == 0
     assert [p.label for p in _linears(second)] == [p.label for p in _linears(first)]
-    assert "kept from an earlier load" in lines[0]
     ids = np.random.default_rng(0).integers(0, 1200, (2, 30))
     a, b = first(ids), second(ids)
     for name in a:

@@ -333,13 +333,11 @@ def compile_sparse(model: BertModel, threads: int, int8: bool = True, kinds: tup
     start = time.perf_counter()
     layers = []
     n = len(model.layers)
-    if on_status is not None and n:
-        kept = choices is not None and choices.hits > 0
-        how = "with the packings kept from an earlier load" if kept else "measuring the fastest packing of each Linear"
-        on_status(f"packing {n} encoder layers for this CPU ({how})")
+    kept = choices is not None and choices.hits > 0
+    how = "with the packings kept from an earlier load" if kept else "measuring the fastest packing of each Linear"
     for i, layer in enumerate(model.layers):
-        if on_status is not None and i and time.perf_counter() - start > 1.0:
-            on_status(f"packing layer {i + 1}/{n} ({time.perf_counter() - start:.1f} s)")
+        if on_status is not None and i and time.perf_counter() - start > 1.0:  # a status line once it takes a while
+            on_status(f"packing the encoder for this CPU ({how}): layer {i + 1}/{n}, {time.perf_counter() - start:.1f} s")
         pack = lambda lin: pack_linear(lin, threads, int8, kinds, choices)  # noqa: E731
         layers.append(EngineLayer(
             qkv=pack([layer.query, layer.key, layer.value]), attn_out=pack(layer.attn_out), ffn_in=pack(layer.ffn_in),
