@@ -25,7 +25,7 @@ from zoo.convert.repo import load_model
 from zoo.runtime import _kernels as K
 from zoo.runtime import jit
 from zoo.runtime.engine import compile
-from zoo.runtime.pack import _csr, _int8
+from zoo.runtime.pack import _csr, _int8, pack_linear
 from zoo.synth import SynthSpec, write_repo
 
 HAVE = K.features()
@@ -204,6 +204,32 @@ def test_the_native_forward_gives_the_op_by_op_bits(models: dict, kind: str, bat
     expected = stepwise(ids, mask, types)
     for name in expected:
         assert np.array_equal(native[name], expected[name]), name
+
+
+@needs_vnni
+@pytest.mark.parametrize("kind", ["fp32", "qat"])
+@pytest.mark.parametrize("emitted", ["qkv ffn_in ffn_out", "qkv ffn_in", "ffn_out", "ffn_in", ""])
+def test_every_mix_of_emitted_and_generic_linears_gives_the_op_by_op_bits(models: dict, kind: str, emitted: str) -> None:
+    """The producers that write their consumer's panels (LayerNorm -> qkv / ffn_in, ffn_in -> ffn_out) and the
+    consumers that write their own, in every arrangement the packer may choose."""
+    model = models[kind]
+    jit_kind, generic = ("jit-csr", "csr") if kind == "fp32" else ("jit-int8", "int8-block4")
+    roles = ("qkv", "attn_out", "ffn_in", "ffn_out")
+    layers = []
+    for layer in model.layers:
+        lins = {"qkv": [layer.query, layer.key, layer.value], "attn_out": layer.attn_out, "ffn_in": layer.ffn_in, "ffn_out": layer.ffn_out}
+        packed = {r: pack_linear(lins[r], 2, kinds=(jit_kind if r in emitted.split() else generic,)) for r in roles}
+        assert all((p.kind == jit_kind) == (r in emitted.split()) for r, p in packed.items())
+        layers.append(packed)
+    base = compile(model, threads=2, backend="sparse")
+    engine = dataclasses.replace(base, layers=[dataclasses.replace(old, **new) for old, new in zip(base.layers, layers, strict=True)])
+    stepwise = dataclasses.replace(engine, native=False)
+    rng = np.random.default_rng(len(emitted))
+    for batch, seq in ((1, 24), (2, 37)):
+        ids = rng.integers(0, 1200, (batch, seq))
+        a, b = engine(ids), stepwise(ids)
+        for name in a:
+            assert np.array_equal(a[name], b[name]), (name, batch, seq)
 
 
 def test_the_plan_refuses_linears_that_do_not_chain(models: dict) -> None:

@@ -22,7 +22,7 @@
 #endif
 #include <stdatomic.h>
 
-#define BARRIER_SPIN_NS 50000
+#define BARRIER_SPIN_NS 1000000
 
 typedef struct {
     _Alignas(64) atomic_int count;
@@ -227,7 +227,7 @@ static int64_t linear_scratch(const LinOp *L, int64_t T) {
 
 typedef struct {
     float *qkv, *ctx, *y, *hidden;
-    uint8_t *lin;
+    uint8_t *lin, *lin2;
     float *attn, *ln;  /* per thread: attention_scratch(S, d) and hidden x LN_PANEL floats */
     atomic_long *counters;
     int64_t bytes;
@@ -254,6 +254,7 @@ static Arena arena_of(const Plan *p, uint8_t *base, int64_t B, int64_t S, int nt
     CARVE(y, float *, H * T * 4);
     CARVE(hidden, float *, p->inter * T * 4);
     CARVE(lin, uint8_t *, lin);
+    CARVE(lin2, uint8_t *, lin);
     CARVE(attn, float *, (int64_t)nt * attention_scratch(S, d) * 4);
     CARVE(ln, float *, (int64_t)nt * H * LN_PANEL * 4);
     CARVE(counters, atomic_long *, (int64_t)plan_steps(p) * 64);
@@ -262,35 +263,99 @@ static Arena arena_of(const Plan *p, uint8_t *base, int64_t B, int64_t S, int nt
     return a;
 }
 
-/* Y = L X (+ GELU with act), T tokens; ends with a barrier */
-static void run_linear(const LinOp *L, const float *X, float *Y, int64_t T, int act, uint8_t *scratch, Team *tm, int tid, int *step) {
+/* Where a producer writes its output for the next Linear: as plain [F][T] only (consumer NULL), or, when the consumer
+ * runs emitted code, straight into that consumer's input panels (fp32, or quantized to its uint8 input): the
+ * consumer then skips its own panel pass and the barrier after it. The values are the ones the panel pass would read
+ * back from [F][T], so the bits are the same. */
+typedef struct {
+    const LinOp *consumer;
+    uint8_t *panels;
+} Next;
+
+static int fuses(const LinOp *consumer) { return consumer && consumer->kind == LK_JIT; }
+
+#if ZOO_JIT
+/* F rows x 16 tokens (row stride ld, n valid tokens; the rest zero) into panel buffer `dst` of the consumer */
+__attribute__((target("avx512f")))
+static void to_panel(const LinOp *c, const float *src, int64_t ld, int64_t n, uint8_t *dst) {
+    const __mmask16 m = tail_mask(n);
+    const int64_t F = c->in_f;
+    if (c->jit->kind == JIT_F32) {
+        float *d = (float *)(void *)dst;
+        for (int64_t f = 0; f < F; f++) _mm512_storeu_ps(d + f * JIT_PANEL, _mm512_maskz_loadu_ps(m, src + f * ld));
+        return;
+    }
+    const __m512 vs = _mm512_set1_ps(c->qs), vz = _mm512_set1_ps(c->qz);
+    for (int64_t g = 0; g < F / 4; g++) {
+        const float *x = src + 4 * g * ld;
+        __m512i w = quant16(_mm512_maskz_loadu_ps(m, x), vs, vz);
+        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + ld), vs, vz), 8));
+        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + 2 * ld), vs, vz), 16));
+        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + 3 * ld), vs, vz), 24));
+        _mm512_storeu_si512((void *)(dst + g * 64), w);
+    }
+}
+
+/* the epilogue of one emitted block for one panel: GELU etc. as jit_epilogue_*, written as [F][T] rows or, for a fused
+ * consumer, into its panel p (rows r0.. of the block are its input features r0..) */
+__attribute__((target("avx512f")))
+static void jit_epilogue(const JitLinear *j, const int32_t *acc, int r0, int nr, float *Y, int64_t T, int64_t p, int act, const Next *next) {
+    if (!next->consumer) {
+        if (j->kind == JIT_F32) jit_epilogue_f32((const float *)acc, nr, Y + (int64_t)r0 * T, T, p * JIT_PANEL, act);
+        else jit_epilogue_i8(acc, nr, j->scale + r0, j->offset + r0, Y + (int64_t)r0 * T, T, p * JIT_PANEL, act);
+        return;
+    }
+    __attribute__((aligned(64))) float v[JIT_MAX_AT * JIT_PANEL];
+    for (int i = 0; i < nr; i++) {
+        __m512 x = j->kind == JIT_F32 ? _mm512_loadu_ps((const float *)acc + i * JIT_PANEL)
+                                      : _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512((const void *)(acc + i * JIT_PANEL))),
+                                                        _mm512_set1_ps(j->scale[r0 + i]), _mm512_set1_ps(j->offset[r0 + i]));
+        _mm512_store_ps(v + i * JIT_PANEL, act16(x, act));
+    }
+    const LinOp *c = next->consumer;
+    if (c->jit->kind == JIT_F32) {
+        to_panel(&(LinOp){.jit = c->jit, .in_f = nr}, v, JIT_PANEL, JIT_PANEL, next->panels + (p * c->in_f + r0) * JIT_PANEL * 4);
+    } else {
+        LinOp part = *c;
+        part.in_f = nr;
+        to_panel(&part, v, JIT_PANEL, JIT_PANEL, next->panels + (p * (c->in_f / 4) + r0 / 4) * 64);
+    }
+}
+#endif
+
+/* Y = L X (+ GELU with act), T tokens; ends with a barrier. The emitted kinds read their input panels from `scratch`,
+ * written there first from X unless `ready` (a producer wrote them), and hand their output to `next`. */
+static void run_linear(const LinOp *L, const float *X, float *Y, int64_t T, int act, uint8_t *scratch, int ready, const Next *next,
+                       Team *tm, int tid, int *step) {
     const int nt = tm->nt;
     if (L->kind == LK_JIT) {
         const JitLinear *j = L->jit;
         const int64_t F = L->in_f, panels = (T + JIT_PANEL - 1) / JIT_PANEL;
 #if ZOO_JIT
-        if (j->kind == JIT_F32)
-            for (int64_t f = tid; f < F; f += nt) jit_panel_f32(X, (float *)(void *)scratch, F, T, f);
-        else
-            for (int64_t g = tid; g < F / 4; g += nt) jit_panel_i8(X, scratch, F, T, g, L->qs, L->qz);
-        team_sync(tm);
+        if (!ready) {
+            if (j->kind == JIT_F32)
+                for (int64_t f = tid; f < F; f += nt) jit_panel_f32(X, (float *)(void *)scratch, F, T, f);
+            else
+                for (int64_t g = tid; g < F / 4; g += nt) jit_panel_i8(X, scratch, F, T, g, L->qs, L->qz);
+            team_sync(tm);
+        }
         const int s = (*step)++;
         __attribute__((aligned(64))) int32_t acc[JIT_MAX_AT * JIT_PANEL];
         /* a thread claims its next block before running the current one and pulls the next one's code and weights into
          * L2 a slice per panel: straight-line code streamed from L3 on demand (weak instruction prefetch) ran the
          * in-model Linears at half their warm speed */
-        for (int64_t blk = claim(tm, s, 1), next; blk < j->nblocks; blk = next) {
-            next = claim(tm, s, 1);
+        for (int64_t blk = claim(tm, s, 1), nxt; blk < j->nblocks; blk = nxt) {
+            nxt = claim(tm, s, 1);
             const int r0 = (int)blk * j->at, nr = j->rows - r0 < j->at ? j->rows - r0 : j->at;
             const jit_fn fn = (jit_fn)(void *)(j->code + j->entry[blk]);
             const int32_t *w = j->stream + j->stream_at[blk];
             const uint8_t *nc = NULL, *nw = NULL;
             size_t ncode = 0, nweights = 0;
-            if (next < j->nblocks) {
-                nc = j->code + j->entry[next];
-                ncode = (next + 1 < j->nblocks ? j->entry[next + 1] : j->code_used) - j->entry[next];
-                nw = (const uint8_t *)(j->stream + j->stream_at[next]);
-                nweights = ((next + 1 < j->nblocks ? j->stream_at[next + 1] : j->stream_len) - j->stream_at[next]) * 4;
+            if (nxt < j->nblocks) {
+                nc = j->code + j->entry[nxt];
+                ncode = (nxt + 1 < j->nblocks ? j->entry[nxt + 1] : j->code_used) - j->entry[nxt];
+                nw = (const uint8_t *)(j->stream + j->stream_at[nxt]);
+                nweights = ((nxt + 1 < j->nblocks ? j->stream_at[nxt + 1] : j->stream_len) - j->stream_at[nxt]) * 4;
             }
             for (int64_t p = 0; p < panels; p++) {
                 if (nc) {
@@ -298,17 +363,12 @@ static void run_linear(const LinOp *L, const float *X, float *Y, int64_t T, int 
                     for (size_t o = nweights * p / panels / 64 * 64; o < nweights * (p + 1) / panels; o += 64)
                         _mm_prefetch((const char *)nw + o, _MM_HINT_T1);
                 }
-                if (j->kind == JIT_F32) {
-                    fn((const float *)(const void *)scratch + p * F * JIT_PANEL, w, acc);
-                    jit_epilogue_f32((const float *)acc, nr, Y + (int64_t)r0 * T, T, p * JIT_PANEL, act);
-                } else {
-                    fn(scratch + p * (F / 4) * 64, w, acc);
-                    jit_epilogue_i8(acc, nr, j->scale + r0, j->offset + r0, Y + (int64_t)r0 * T, T, p * JIT_PANEL, act);
-                }
+                fn(j->kind == JIT_F32 ? scratch + p * F * JIT_PANEL * 4 : scratch + p * (F / 4) * 64, w, acc);
+                jit_epilogue(j, acc, r0, nr, Y, T, p, act, next);
             }
         }
 #else
-        (void)j; (void)panels;
+        (void)j; (void)panels; (void)ready; (void)next;
 #endif
         team_sync(tm);
         return;
@@ -335,12 +395,22 @@ static void run_linear(const LinOp *L, const float *X, float *Y, int64_t T, int 
     }
 }
 
-/* O = LayerNorm(X + R) over features, token panels split across threads; ends with a barrier */
-static void run_layernorm(const NormOp *n, const float *X, const float *R, float *O, int64_t F, int64_t T, float *P, Team *tm, int tid) {
+/* O = LayerNorm(X + R) over features, token panels split across threads (and, for a fused consumer, each normalised
+ * panel also written as its input panel); ends with a barrier */
+static void run_layernorm(const NormOp *n, const float *X, const float *R, float *O, int64_t F, int64_t T, float *P, const Next *next,
+                          Team *tm, int tid) {
     const int64_t panels = T / LN_PANEL, items = panels + (panels * LN_PANEL < T ? 1 : 0);
+    const LinOp *c = next->consumer;
     for (int64_t k = tid; k < items; k += tm->nt) {
         if (k < panels) layernorm_panel(X, R, O, n->gamma, n->beta, n->eps, F, T, k * LN_PANEL, P);
         else layernorm_tokens(X, R, O, n->gamma, n->beta, n->eps, F, T, panels * LN_PANEL);
+#if ZOO_JIT
+        if (c) {
+            uint8_t *dst = next->panels + k * (c->jit->kind == JIT_F32 ? c->in_f * JIT_PANEL * 4 : c->in_f * JIT_PANEL);
+            if (k < panels) to_panel(c, P, LN_PANEL, LN_PANEL, dst);
+            else to_panel(c, O + k * LN_PANEL, T, T - k * LN_PANEL, dst);
+        }
+#endif
     }
     team_sync(tm);
 }
@@ -394,19 +464,27 @@ static PyObject *py_forward(PyObject *self, PyObject *args) {
         for (int64_t f0 = (int64_t)tid * 16; f0 < H; f0 += (int64_t)nt * 16)
             embed_features(p->word, p->pos, p->type, PTR(const int64_t *, ids), PTR(const int64_t *, types), S, H, T, f0, x);
         team_sync(&tm);
-        run_layernorm(&p->ln_embed, x, NULL, x, H, T, P, &tm, tid);
+        /* input panels: qkv, attn_out and ffn_in read lin, ffn_out reads lin2 (ffn_in writes it while reading lin) */
+        const Next none = {NULL, NULL};
+        Next to_qkv = {p->nlayers && fuses(&p->layers[0].qkv) ? &p->layers[0].qkv : NULL, a.lin};
+        run_layernorm(&p->ln_embed, x, NULL, x, H, T, P, &to_qkv, &tm, tid);
         for (int l = 0; l < p->nlayers; l++) {
             const LayerOp *L = &p->layers[l];
-            run_linear(&L->qkv, x, a.qkv, T, 0, a.lin, &tm, tid, &step);
+            const Next to_ffn_in = {fuses(&L->ffn_in) ? &L->ffn_in : NULL, a.lin};
+            /* an int8 consumer's groups of 4 features must not straddle the producer's blocks */
+            const int whole = fuses(&L->ffn_in) && fuses(&L->ffn_out) && (L->ffn_out.jit->kind == JIT_F32 || L->ffn_in.jit->at % 4 == 0);
+            const Next to_ffn_out = {whole ? &L->ffn_out : NULL, a.lin2};
+            run_linear(&L->qkv, x, a.qkv, T, 0, a.lin, to_qkv.consumer != NULL, &none, &tm, tid, &step);
             const int s = step++;
             for (int64_t task; (task = claim(&tm, s, 1)) < B * p->heads;)
                 attention_task(a.qkv, a.ctx, PTR(const float *, mask), PTR(const int64_t *, keys), S, p->heads, d, T, scale, L->qp, abuf, task);
             team_sync(&tm);
-            run_linear(&L->attn_out, a.ctx, a.y, T, 0, a.lin, &tm, tid, &step);
-            run_layernorm(&L->ln_attn, a.y, x, x, H, T, P, &tm, tid);
-            run_linear(&L->ffn_in, x, a.hidden, T, GELU, a.lin, &tm, tid, &step);
-            run_linear(&L->ffn_out, a.hidden, a.y, T, 0, a.lin, &tm, tid, &step);
-            run_layernorm(&L->ln_out, a.y, x, x, H, T, P, &tm, tid);
+            run_linear(&L->attn_out, a.ctx, a.y, T, 0, a.lin, 0, &none, &tm, tid, &step);
+            run_layernorm(&L->ln_attn, a.y, x, x, H, T, P, &to_ffn_in, &tm, tid);
+            run_linear(&L->ffn_in, x, a.hidden, T, GELU, a.lin, to_ffn_in.consumer != NULL, &to_ffn_out, &tm, tid, &step);
+            run_linear(&L->ffn_out, a.hidden, a.y, T, 0, a.lin2, to_ffn_out.consumer != NULL, &none, &tm, tid, &step);
+            to_qkv.consumer = l + 1 < p->nlayers && fuses(&p->layers[l + 1].qkv) ? &p->layers[l + 1].qkv : NULL;
+            run_layernorm(&L->ln_out, a.y, x, x, H, T, P, &to_qkv, &tm, tid);
         }
     }
     Py_END_ALLOW_THREADS
@@ -446,7 +524,8 @@ static PyObject *py_jit_run(PyObject *self, PyObject *args) {
 #endif
         Team tm = {&bar, counter, nt, NULL, 0, 0};
         int step = 0;
-        run_linear(&op, PTR(const float *, X), PTR(float *, Y), T, act, PTR(uint8_t *, Xp), &tm, tid, &step);
+        const Next none = {NULL, NULL};
+        run_linear(&op, PTR(const float *, X), PTR(float *, Y), T, act, PTR(uint8_t *, Xp), 0, &none, &tm, tid, &step);
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;

@@ -321,7 +321,7 @@ def _fp32_candidates(name: str, w: np.ndarray, b: np.ndarray, csr: dict[str, np.
     if "dense" in kinds and dense:
         found["dense"] = lambda: new("dense", {"weight": w})
     emitted = "jit-csr" in kinds and not dense and jit.available()
-    if "csr" in kinds or emitted:
+    if "csr" in kinds:
         found["csr"] = lambda: new("csr", csr)
     if emitted:
         for at in jit.ROW_BLOCKS:
