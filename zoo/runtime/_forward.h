@@ -395,12 +395,23 @@ static void run_linear(const LinOp *L, const float *X, float *Y, int64_t T, int 
     }
 }
 
-/* O = LayerNorm(X + R) over features, token panels split across threads (and, for a fused consumer, each normalised
- * panel also written as its input panel); ends with a barrier */
+/* O = LayerNorm(X + R) over features, tokens split across threads (and, for a fused consumer, each normalised panel
+ * also written as its input panel); ends with a barrier */
 static void run_layernorm(const NormOp *n, const float *X, const float *R, float *O, int64_t F, int64_t T, float *P, const Next *next,
                           Team *tm, int tid) {
-    const int64_t panels = T / LN_PANEL, items = panels + (panels * LN_PANEL < T ? 1 : 0);
     const LinOp *c = next->consumer;
+#if ZOO_X86
+    if (has_avx512 && F % 4 == 0) {
+        for (int64_t t = (int64_t)tid * 64; t < T; t += (int64_t)tm->nt * 64) {
+            const int64_t len = T - t < 64 ? T - t : 64;
+            const float qs = c && c->jit->kind == JIT_I8 ? c->qs : 0.0f;
+            layernorm_chunk_avx512(X, R, O, n->gamma, n->beta, n->eps, F, T, t, len, c ? next->panels : NULL, t / JIT_PANEL, qs, c ? c->qz : 0.0f);
+        }
+        team_sync(tm);
+        return;
+    }
+#endif
+    const int64_t panels = T / LN_PANEL, items = panels + (panels * LN_PANEL < T ? 1 : 0);
     for (int64_t k = tid; k < items; k += tm->nt) {
         if (k < panels) layernorm_panel(X, R, O, n->gamma, n->beta, n->eps, F, T, k * LN_PANEL, P);
         else layernorm_tokens(X, R, O, n->gamma, n->beta, n->eps, F, T, panels * LN_PANEL);

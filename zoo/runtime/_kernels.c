@@ -909,6 +909,63 @@ static void layernorm_tokens(const float *X, const float *R, float *O, const flo
 #define LN_PANEL 16
 
 /* LayerNorm of the LN_PANEL tokens from t, through the private [F][LN_PANEL] buffer P */
+#if ZOO_X86
+/* LayerNorm of up to 64 tokens [t, t + n) straight on [F][T] rows: each row's 64 tokens are 4 zmm, so every pass streams
+ * rows front to back (a 16-token panel gathered one 64-byte line per feature, 512 bytes apart, and waited on L2/L3
+ * latency). Per token lane it does exactly what layernorm_avx512 does (sums over even and odd features apart, the same
+ * divisions), so the same bits. O may alias X or R. With `panels`, the normalised tokens are also written as the 16-token
+ * input panels of the next emitted Linear: fp32 [P][F][16] (qs 0) or uint8 [P][F/4][16][4] quantized with (qs, qz),
+ * this chunk's first panel being p0 (needs F % 4 == 0). */
+
+__attribute__((target("avx512f")))
+static void layernorm_chunk_avx512(const float *X, const float *R, float *O, const float *g, const float *b, float eps, int64_t F,
+                                   int64_t T, int64_t t, int64_t n, uint8_t *panels, int64_t p0, float qs, float qz) {
+    const __mmask16 m[4] = {tail_mask(n), tail_mask(n - 16), tail_mask(n - 32), tail_mask(n - 48)};
+    __m512 s0[4], s1[4];
+    for (int v = 0; v < 4; v++) s0[v] = s1[v] = _mm512_setzero_ps();
+    for (int64_t f = 0; f < F; f++) {
+        for (int v = 0; v < 4; v++) {
+            __m512 x = _mm512_maskz_loadu_ps(m[v], X + f * T + t + 16 * v);
+            if (R) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], R + f * T + t + 16 * v));
+            _mm512_mask_storeu_ps(O + f * T + t + 16 * v, m[v], x);
+            if (f & 1) s1[v] = _mm512_add_ps(s1[v], x); else s0[v] = _mm512_add_ps(s0[v], x);
+        }
+    }
+    __m512 mean[4], inv[4];
+    for (int v = 0; v < 4; v++) {
+        mean[v] = _mm512_div_ps(_mm512_add_ps(s0[v], s1[v]), _mm512_set1_ps((float)F));
+        s0[v] = s1[v] = _mm512_setzero_ps();
+    }
+    for (int64_t f = 0; f < F; f++)
+        for (int v = 0; v < 4; v++) {
+            const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m[v], O + f * T + t + 16 * v), mean[v]);
+            if (f & 1) s1[v] = _mm512_fmadd_ps(d, d, s1[v]); else s0[v] = _mm512_fmadd_ps(d, d, s0[v]);
+        }
+    for (int v = 0; v < 4; v++) {
+        const __m512 var = _mm512_div_ps(_mm512_add_ps(s0[v], s1[v]), _mm512_set1_ps((float)F));
+        inv[v] = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_sqrt_ps(_mm512_add_ps(var, _mm512_set1_ps(eps))));
+    }
+    const int nv = (int)((n + 15) / 16);
+    const __m512 vs = _mm512_set1_ps(qs), vz = _mm512_set1_ps(qz);
+    for (int64_t f = 0; f < F; f++) {
+        for (int v = 0; v < 4; v++) {
+            const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m[v], O + f * T + t + 16 * v), mean[v]), inv[v]);
+            const __m512 y = _mm512_fmadd_ps(d, _mm512_set1_ps(g[f]), _mm512_set1_ps(b[f]));
+            _mm512_mask_storeu_ps(O + f * T + t + 16 * v, m[v], y);
+            if (panels && v < nv) {
+                if (qs <= 0.0f) {
+                    _mm512_storeu_ps((float *)(void *)panels + ((p0 + v) * F + f) * 16, y);
+                } else {  /* byte f % 4 of each lane: the group's dword is complete once its 4th feature is in */
+                    __m512i *w = (__m512i *)(void *)(panels + ((p0 + v) * (F / 4) + f / 4) * 64);
+                    const __m512i q = _mm512_slli_epi32(quant16(y, vs, vz), 8 * (int)(f & 3));
+                    _mm512_storeu_si512((void *)w, (f & 3) ? _mm512_or_si512(_mm512_loadu_si512((const void *)w), q) : q);
+                }
+            }
+        }
+    }
+}
+#endif
+
 static void layernorm_panel(const float *xp, const float *rp, float *op, const float *gp, const float *bp, float eps, int64_t F,
                             int64_t T, int64_t t, float *P) {
     for (int64_t f = 0; f < F; f++) {
@@ -933,6 +990,16 @@ static PyObject *py_layernorm(PyObject *self, PyObject *args) {
     float *op = PTR(float *, O);
     const Py_ssize_t panels = T / LN_PANEL;
     int failed = 0;
+#if ZOO_X86
+    if (has_avx512) {
+        Py_BEGIN_ALLOW_THREADS
+        set_threads(threads);
+#pragma omp parallel for schedule(static)
+        for (Py_ssize_t t = 0; t < T; t += 64) layernorm_chunk_avx512(xp, rp, op, gp, bp, eps, F, T, t, T - t < 64 ? T - t : 64, NULL, 0, 0, 0);
+        Py_END_ALLOW_THREADS
+        Py_RETURN_NONE;
+    }
+#endif
     Py_BEGIN_ALLOW_THREADS
     set_threads(threads);
     if (panels > 0) {

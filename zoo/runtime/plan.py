@@ -84,22 +84,30 @@ def build(engine: Engine) -> Plan | None:
     return Plan(capsule, engine.threads, LONG_TOKENS if longs else None, keep)
 
 
-def _linear_steps(role: str, p: PackedLinear) -> list[str]:
+def _linear_steps(role: str, p: PackedLinear, ready: bool = False) -> list[str]:
     if p.kind in ("jit-csr", "jit-int8"):
-        return [f"{role} panels" if p.kind == "jit-csr" else f"{role} quantize", f"{role} ({p.label})"]
+        own = [] if ready else [f"{role} panels" if p.kind == "jit-csr" else f"{role} quantize"]
+        return [*own, f"{role} ({p.label})"]
     if p.kind == "int8-block4":
         return [f"{role} quantize", f"{role} ({p.kind})"]
     n = len(chunks(p.arrays)) if p.kind == "csr-chunked" else 1
     return [f"{role} ({p.kind})"] * n
 
 
+def _emitted(p: PackedLinear) -> bool:
+    return p.native is not None
+
+
 def step_names(engine: Engine) -> list[str]:
-    """What each barrier of the native forward ends, in order (``_forward.h``'s step sequence)."""
+    """What each barrier of the native forward ends, in order (``_forward.h``'s step sequence: a LayerNorm or ffn_in
+    that writes its emitted consumer's input panels spares that consumer its own panel pass)."""
     names = ["embeddings", "embeddings LayerNorm"]
     for layer in engine.layers:
-        names += _linear_steps("qkv", layer.qkv) + ["attention"] + _linear_steps("attn_out", layer.attn_out)
-        names += ["residual + LayerNorm"] + _linear_steps("ffn_in + GELU", layer.ffn_in) + _linear_steps("ffn_out", layer.ffn_out)
-        names += ["residual + LayerNorm"]
+        fused_out = _emitted(layer.ffn_in) and _emitted(layer.ffn_out) and (
+            layer.ffn_out.kind == "jit-csr" or layer.ffn_in.rows_per_block % 4 == 0)
+        names += _linear_steps("qkv", layer.qkv, _emitted(layer.qkv)) + ["attention"] + _linear_steps("attn_out", layer.attn_out)
+        names += ["residual + LayerNorm"] + _linear_steps("ffn_in + GELU", layer.ffn_in, _emitted(layer.ffn_in))
+        names += _linear_steps("ffn_out", layer.ffn_out, fused_out) + ["residual + LayerNorm"]
     return names
 
 
