@@ -232,6 +232,30 @@ def test_every_mix_of_emitted_and_generic_linears_gives_the_op_by_op_bits(models
             assert np.array_equal(a[name], b[name]), (name, batch, seq)
 
 
+@needs_jit
+def test_long_inputs_take_their_own_packing_in_the_native_forward(models: dict) -> None:
+    """A Linear whose 128-token winner is CSR but whose emitted code wins on long inputs (batches) keeps both; the
+    native forward switches at LONG_TOKENS and gives the op-by-op bits on either side."""
+    from zoo.runtime.pack import LONG_TOKENS
+
+    base = compile(models["fp32"], threads=2, backend="sparse")
+    layers = []
+    for layer, src in zip(base.layers, models["fp32"].layers, strict=True):
+        short = pack_linear(src.ffn_in, 2, kinds=("csr",))
+        short.long = pack_linear(src.ffn_in, 2, kinds=("jit-csr",))
+        assert short.long.kind == "jit-csr"
+        layers.append(dataclasses.replace(layer, ffn_in=short))
+    engine = dataclasses.replace(base, layers=layers)
+    assert engine.plan is not None and engine.plan.covers(10 * LONG_TOKENS)
+    stepwise = dataclasses.replace(engine, native=False)
+    rng = np.random.default_rng(5)
+    for batch, seq in ((1, 100), (6, 100)):  # 104 and 624 padded tokens: below and above LONG_TOKENS
+        ids = rng.integers(0, 1200, (batch, seq))
+        a, b = engine(ids), stepwise(ids)
+        for name in a:
+            assert np.array_equal(a[name], b[name]), (name, batch)
+
+
 def test_the_plan_refuses_linears_that_do_not_chain(models: dict) -> None:
     from zoo.runtime import plan
 
@@ -239,7 +263,8 @@ def test_the_plan_refuses_linears_that_do_not_chain(models: dict) -> None:
     layer = engine.layers[0]
     keep: list[object] = []
     linears = [plan._linear(p, keep) for p in (layer.attn_out, layer.attn_out, layer.ffn_in, layer.ffn_out)]  # qkv of 64 rows
-    row = (*linears, *layer.ln_attn.ptrs, layer.ln_attn.eps, *layer.ln_out.ptrs, layer.ln_out.eps, layer.attn_qparams.ctypes.data)
+    row = (*linears, *layer.ln_attn.ptrs, layer.ln_attn.eps, *layer.ln_out.ptrs, layer.ln_out.eps, layer.attn_qparams.ctypes.data,
+           (None,) * 4)
     with pytest.raises(ValueError, match="do not chain"):
         K.plan_new([row], *engine._table_ptrs, *engine._embed_norm.ptrs, 1e-12, 64, 4, 128, ())
 

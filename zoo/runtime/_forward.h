@@ -89,9 +89,17 @@ typedef struct { const float *gamma, *beta; float eps; } NormOp;
 
 typedef struct {
     LinOp qkv, attn_out, ffn_in, ffn_out;
+    LinOp alt[4];          /* per role (qkv, attn_out, ffn_in, ffn_out): the packing for long inputs, when another */
+    int64_t alt_from[4];   /* from this many tokens on (0: none) */
     NormOp ln_attn, ln_out;
     const float *qp;
 } LayerOp;
+
+/* the packing of role k that runs T tokens */
+static inline const LinOp *pick(const LayerOp *L, int k, int64_t T) {
+    const LinOp *base[4] = {&L->qkv, &L->attn_out, &L->ffn_in, &L->ffn_out};
+    return L->alt_from[k] > 0 && T >= L->alt_from[k] ? &L->alt[k] : base[k];
+}
 
 typedef struct {
     int nlayers;
@@ -171,7 +179,8 @@ static int parse_linear(PyObject *t, LinOp *op) {
 }
 
 /* plan_new(layers, word, pos, type, ln_gamma, ln_beta, ln_eps, hidden, heads, inter, keep) -> capsule; layers: a list of
- * (qkv, attn_out, ffn_in, ffn_out, ln1_gamma, ln1_beta, ln1_eps, ln2_gamma, ln2_beta, ln2_eps, qparams) */
+ * (qkv, attn_out, ffn_in, ffn_out, ln1_gamma, ln1_beta, ln1_eps, ln2_gamma, ln2_beta, ln2_eps, qparams, longs), longs: 4 of
+ * None or (linear, from_tokens), the packing a role takes for long inputs */
 static PyObject *py_plan_new(PyObject *self, PyObject *args) {
     PyObject *layers, *keep;
     Py_ssize_t word, pos, type, g, b, hidden, heads, inter;
@@ -191,14 +200,33 @@ static PyObject *py_plan_new(PyObject *self, PyObject *args) {
     p->word = PTR(const float *, word); p->pos = PTR(const float *, pos); p->type = PTR(const float *, type);
     p->ln_embed = (NormOp){PTR(const float *, g), PTR(const float *, b), eps};
     for (int i = 0; i < p->nlayers; i++) {
-        PyObject *qkv, *ao, *fi, *fo;
+        PyObject *qkv, *ao, *fi, *fo, *longs;
         Py_ssize_t g1, b1, g2, b2, qp;
         float e1, e2;
         LayerOp *L = &p->layers[i];
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(layers, i), "OOOOnnfnnfn", &qkv, &ao, &fi, &fo, &g1, &b1, &e1, &g2, &b2, &e2, &qp) ||
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(layers, i), "OOOOnnfnnfnO!", &qkv, &ao, &fi, &fo, &g1, &b1, &e1, &g2, &b2, &e2, &qp,
+                              &PyTuple_Type, &longs) ||
             parse_linear(qkv, &L->qkv) || parse_linear(ao, &L->attn_out) || parse_linear(fi, &L->ffn_in) || parse_linear(fo, &L->ffn_out)) {
             plan_free(p);
             return NULL;
+        }
+        if (PyTuple_GET_SIZE(longs) != 4) {
+            PyErr_SetString(PyExc_ValueError, "plan: a layer needs 4 long-input entries");
+            plan_free(p);
+            return NULL;
+        }
+        for (int k = 0; k < 4; k++) {
+            PyObject *e = PyTuple_GET_ITEM(longs, k), *lt;
+            Py_ssize_t from;
+            if (e == Py_None) continue;
+            if (!PyArg_ParseTuple(e, "On", &lt, &from) || parse_linear(lt, &L->alt[k])) { plan_free(p); return NULL; }
+            const LinOp *base = pick(L, k, 0);
+            if (from < 1 || L->alt[k].rows != base->rows || L->alt[k].in_f != base->in_f) {
+                PyErr_SetString(PyExc_ValueError, "plan: a long-input packing of another shape");
+                plan_free(p);
+                return NULL;
+            }
+            L->alt_from[k] = from;
         }
         if (L->qkv.rows != 3 * hidden || L->qkv.in_f != hidden || L->attn_out.rows != hidden || L->attn_out.in_f != hidden ||
             L->ffn_in.rows != inter || L->ffn_in.in_f != hidden || L->ffn_out.rows != hidden || L->ffn_out.in_f != inter) {
@@ -243,9 +271,10 @@ static Arena arena_of(const Plan *p, uint8_t *base, int64_t B, int64_t S, int nt
     int64_t lin = 0;
     for (int i = 0; i < p->nlayers; i++) {
         const LayerOp *L = &p->layers[i];
-        const int64_t s[4] = {linear_scratch(&L->qkv, T), linear_scratch(&L->attn_out, T), linear_scratch(&L->ffn_in, T),
-                              linear_scratch(&L->ffn_out, T)};
-        for (int k = 0; k < 4; k++) lin = s[k] > lin ? s[k] : lin;
+        for (int k = 0; k < 4; k++) {
+            const int64_t s = linear_scratch(pick(L, k, T), T);
+            lin = s > lin ? s : lin;
+        }
     }
     int64_t at = 0;
 #define CARVE(field, type, n) do { at = (at + 63) / 64 * 64; a.field = base ? (type)(void *)(base + at) : NULL; at += (int64_t)(n); } while (0)
@@ -477,24 +506,25 @@ static PyObject *py_forward(PyObject *self, PyObject *args) {
         team_sync(&tm);
         /* input panels: qkv, attn_out and ffn_in read lin, ffn_out reads lin2 (ffn_in writes it while reading lin) */
         const Next none = {NULL, NULL};
-        Next to_qkv = {p->nlayers && fuses(&p->layers[0].qkv) ? &p->layers[0].qkv : NULL, a.lin};
+        Next to_qkv = {p->nlayers && fuses(pick(&p->layers[0], 0, T)) ? pick(&p->layers[0], 0, T) : NULL, a.lin};
         run_layernorm(&p->ln_embed, x, NULL, x, H, T, P, &to_qkv, &tm, tid);
         for (int l = 0; l < p->nlayers; l++) {
             const LayerOp *L = &p->layers[l];
-            const Next to_ffn_in = {fuses(&L->ffn_in) ? &L->ffn_in : NULL, a.lin};
+            const LinOp *qkv = pick(L, 0, T), *attn_out = pick(L, 1, T), *ffn_in = pick(L, 2, T), *ffn_out = pick(L, 3, T);
+            const Next to_ffn_in = {fuses(ffn_in) ? ffn_in : NULL, a.lin};
             /* an int8 consumer's groups of 4 features must not straddle the producer's blocks */
-            const int whole = fuses(&L->ffn_in) && fuses(&L->ffn_out) && (L->ffn_out.jit->kind == JIT_F32 || L->ffn_in.jit->at % 4 == 0);
-            const Next to_ffn_out = {whole ? &L->ffn_out : NULL, a.lin2};
-            run_linear(&L->qkv, x, a.qkv, T, 0, a.lin, to_qkv.consumer != NULL, &none, &tm, tid, &step);
+            const int whole = fuses(ffn_in) && fuses(ffn_out) && (ffn_out->jit->kind == JIT_F32 || ffn_in->jit->at % 4 == 0);
+            const Next to_ffn_out = {whole ? ffn_out : NULL, a.lin2};
+            run_linear(qkv, x, a.qkv, T, 0, a.lin, to_qkv.consumer != NULL, &none, &tm, tid, &step);
             const int s = step++;
             for (int64_t task; (task = claim(&tm, s, 1)) < B * p->heads;)
                 attention_task(a.qkv, a.ctx, PTR(const float *, mask), PTR(const int64_t *, keys), S, p->heads, d, T, scale, L->qp, abuf, task);
             team_sync(&tm);
-            run_linear(&L->attn_out, a.ctx, a.y, T, 0, a.lin, 0, &none, &tm, tid, &step);
+            run_linear(attn_out, a.ctx, a.y, T, 0, a.lin, 0, &none, &tm, tid, &step);
             run_layernorm(&L->ln_attn, a.y, x, x, H, T, P, &to_ffn_in, &tm, tid);
-            run_linear(&L->ffn_in, x, a.hidden, T, GELU, a.lin, to_ffn_in.consumer != NULL, &to_ffn_out, &tm, tid, &step);
-            run_linear(&L->ffn_out, a.hidden, a.y, T, 0, a.lin2, to_ffn_out.consumer != NULL, &none, &tm, tid, &step);
-            to_qkv.consumer = l + 1 < p->nlayers && fuses(&p->layers[l + 1].qkv) ? &p->layers[l + 1].qkv : NULL;
+            run_linear(ffn_in, x, a.hidden, T, GELU, a.lin, to_ffn_in.consumer != NULL, &to_ffn_out, &tm, tid, &step);
+            run_linear(ffn_out, a.hidden, a.y, T, 0, a.lin2, to_ffn_out.consumer != NULL, &none, &tm, tid, &step);
+            to_qkv.consumer = l + 1 < p->nlayers && fuses(pick(&p->layers[l + 1], 0, T)) ? pick(&p->layers[l + 1], 0, T) : NULL;
             run_layernorm(&L->ln_out, a.y, x, x, H, T, P, &to_qkv, &tm, tid);
         }
     }

@@ -366,9 +366,11 @@ def pack(name: str, weight: np.ndarray, bias: np.ndarray, threads: int, kinds: t
     candidates = [c for c in (make() for make in found.values()) if c is not None]
     candidates = candidates or [PackedLinear(name, "csr", w.shape[0], w.shape[1], b, csr, threads=threads)]
     best = fastest(candidates, tokens)
-    if best.kind not in ROW_GROUP and best.native is None and (row_groups := [c for c in candidates if c.kind in ROW_GROUP]):
+    # for long inputs (batches) the emitted code, or else a row-group packing, may beat the 128-token winner
+    longer = [c for c in candidates if c.native is not None] or [c for c in candidates if c.kind in ROW_GROUP]
+    if best.kind not in ROW_GROUP and best.native is None and longer:
         ws = Workspace()
-        rg = min(row_groups, key=lambda c: best.timings[c.label])
+        rg = min(longer, key=lambda c: best.timings[c.label])
         x_long = np.random.default_rng(0).standard_normal((w.shape[1], 2 * LONG_TOKENS), dtype=np.float32)
         if _time(lambda: rg(x_long, ws), reps=1) < _time(lambda: best(x_long, ws), reps=1):
             best.long = rg

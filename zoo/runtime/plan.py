@@ -9,6 +9,7 @@ BLAS, the row-group kinds used for long inputs, fp32 kernels behind a fake-quant
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -68,20 +69,26 @@ def build(engine: Engine) -> Plan | None:
     """The native plan of ``engine``, or None where one of its packings needs the op-by-op path."""
     keep: list[object] = []
     layers = []
-    longs = []
+    op_by_op_from_long = False  # a long-input packing the native forward does not run: long inputs go op by op
     for layer in engine.layers:
-        linears = [_linear(p, keep) for p in (layer.qkv, layer.attn_out, layer.ffn_in, layer.ffn_out)]
+        roles = (layer.qkv, layer.attn_out, layer.ffn_in, layer.ffn_out)
+        linears = [_linear(p, keep) for p in roles]
         if any(d is None for d in linears):
             return None
-        longs += [p.long for p in (layer.qkv, layer.attn_out, layer.ffn_in, layer.ffn_out) if p.long is not None]
+        longs = []
+        for p in roles:
+            described = _linear(p.long, keep) if p.long is not None else None
+            op_by_op_from_long |= p.long is not None and described is None
+            longs.append(None if described is None else (described, LONG_TOKENS))
         keep.append(layer.attn_qparams)
         layers.append((*linears, *layer.ln_attn.ptrs, layer.ln_attn.eps, *layer.ln_out.ptrs, layer.ln_out.eps,
-                       layer.attn_qparams.ctypes.data))
+                       layer.attn_qparams.ctypes.data, tuple(longs)))
     c = engine.model.config
-    natives = [p.native for layer in engine.layers for p in (layer.qkv, layer.attn_out, layer.ffn_in, layer.ffn_out) if p.native]
+    natives = [q.native for layer in engine.layers for p in (layer.qkv, layer.attn_out, layer.ffn_in, layer.ffn_out)
+               for q in (p, p.long) if q is not None and q.native is not None]
     capsule = K.plan_new(layers, *engine._table_ptrs, *engine._embed_norm.ptrs, engine._embed_norm.eps, c.hidden, c.heads,
                          c.intermediate, tuple(natives))
-    return Plan(capsule, engine.threads, LONG_TOKENS if longs else None, keep)
+    return Plan(capsule, engine.threads, LONG_TOKENS if op_by_op_from_long else None, keep)
 
 
 def _linear_steps(role: str, p: PackedLinear, ready: bool = False) -> list[str]:
@@ -98,11 +105,14 @@ def _emitted(p: PackedLinear) -> bool:
     return p.native is not None
 
 
-def step_names(engine: Engine) -> list[str]:
-    """What each barrier of the native forward ends, in order (``_forward.h``'s step sequence: a LayerNorm or ffn_in
-    that writes its emitted consumer's input panels spares that consumer its own panel pass)."""
+def step_names(engine: Engine, tokens: int = 128) -> list[str]:
+    """What each barrier of the native forward over ``tokens`` tokens ends, in order (``_forward.h``'s step sequence:
+    a LayerNorm or ffn_in that writes its emitted consumer's input panels spares that consumer its own panel pass)."""
     names = ["embeddings", "embeddings LayerNorm"]
     for layer in engine.layers:
+        if tokens >= LONG_TOKENS:
+            layer = dataclasses.replace(layer, **{r: getattr(layer, r).long for r in ("qkv", "attn_out", "ffn_in", "ffn_out")
+                                                  if getattr(layer, r).long is not None})
         fused_out = _emitted(layer.ffn_in) and _emitted(layer.ffn_out) and (
             layer.ffn_out.kind == "jit-csr" or layer.ffn_in.rows_per_block % 4 == 0)
         names += _linear_steps("qkv", layer.qkv, _emitted(layer.qkv)) + ["attention"] + _linear_steps("attn_out", layer.attn_out)
@@ -116,7 +126,7 @@ def profile(engine: Engine, ids: np.ndarray, types: np.ndarray, mask_add: np.nda
     p = engine.plan
     if p is None:
         raise ValueError("this engine runs op by op (no native plan)")
-    names = step_names(engine)
+    names = step_names(engine, ids.size)
     stamps = np.zeros(len(names) + 1, dtype=np.int64)
     ws = Workspace()
     batch, seq = ids.shape
