@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +19,7 @@ from zoo.runtime import _kernels as K
 from zoo.runtime.pack import LONG_TOKENS, PackedLinear, chunks
 from zoo.runtime.workspace import Workspace
 
-if TYPE_CHECKING:
-    from zoo.runtime.engine import Engine
+Engine = Any  # zoo.runtime.engine.Engine, which imports this module (no import back: the runtime has no cycles)
 
 # the C plan's Linear kinds (_forward.h: LK_*)
 CODES = {"csr": 0, "block4": 1, "csr-chunked": 2, "int8-block4": 3, "jit-csr": 4, "jit-int8": 4}
