@@ -22,7 +22,7 @@
 #endif
 #include <stdatomic.h>
 
-#define BARRIER_SPIN_NS 1000000
+#define BARRIER_SPIN_NS 30000
 
 typedef struct {
     _Alignas(64) atomic_int count;
