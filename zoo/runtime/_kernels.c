@@ -923,11 +923,11 @@ static void layernorm_chunk_avx512(const float *X, const float *R, float *O, con
     const __mmask16 m[4] = {tail_mask(n), tail_mask(n - 16), tail_mask(n - 32), tail_mask(n - 48)};
     __m512 s0[4], s1[4];
     for (int v = 0; v < 4; v++) s0[v] = s1[v] = _mm512_setzero_ps();
+#define LN_IN(f, v) (R ? _mm512_add_ps(_mm512_maskz_loadu_ps(m[v], X + (f) * T + t + 16 * (v)), _mm512_maskz_loadu_ps(m[v], R + (f) * T + t + 16 * (v))) \
+                        : _mm512_maskz_loadu_ps(m[v], X + (f) * T + t + 16 * (v)))
     for (int64_t f = 0; f < F; f++) {
         for (int v = 0; v < 4; v++) {
-            __m512 x = _mm512_maskz_loadu_ps(m[v], X + f * T + t + 16 * v);
-            if (R) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m[v], R + f * T + t + 16 * v));
-            _mm512_mask_storeu_ps(O + f * T + t + 16 * v, m[v], x);
+            const __m512 x = LN_IN(f, v);
             if (f & 1) s1[v] = _mm512_add_ps(s1[v], x); else s0[v] = _mm512_add_ps(s0[v], x);
         }
     }
@@ -938,7 +938,7 @@ static void layernorm_chunk_avx512(const float *X, const float *R, float *O, con
     }
     for (int64_t f = 0; f < F; f++)
         for (int v = 0; v < 4; v++) {
-            const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m[v], O + f * T + t + 16 * v), mean[v]);
+            const __m512 d = _mm512_sub_ps(LN_IN(f, v), mean[v]);
             if (f & 1) s1[v] = _mm512_fmadd_ps(d, d, s1[v]); else s0[v] = _mm512_fmadd_ps(d, d, s0[v]);
         }
     for (int v = 0; v < 4; v++) {
@@ -949,7 +949,7 @@ static void layernorm_chunk_avx512(const float *X, const float *R, float *O, con
     const __m512 vs = _mm512_set1_ps(qs), vz = _mm512_set1_ps(qz);
     for (int64_t f = 0; f < F; f++) {
         for (int v = 0; v < 4; v++) {
-            const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m[v], O + f * T + t + 16 * v), mean[v]), inv[v]);
+            const __m512 d = _mm512_mul_ps(_mm512_sub_ps(LN_IN(f, v), mean[v]), inv[v]);
             const __m512 y = _mm512_fmadd_ps(d, _mm512_set1_ps(g[f]), _mm512_set1_ps(b[f]));
             _mm512_mask_storeu_ps(O + f * T + t + 16 * v, m[v], y);
             if (panels && v < nv) {
@@ -963,6 +963,7 @@ static void layernorm_chunk_avx512(const float *X, const float *R, float *O, con
             }
         }
     }
+#undef LN_IN
 }
 #endif
 
