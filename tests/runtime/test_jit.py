@@ -326,3 +326,14 @@ def test_no_executable_and_writable_mapping_is_left(qat_repo: Path) -> None:
     compile(load_model(qat_repo), threads=1, backend="sparse")
     maps = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else ""
     assert not [line for line in maps.splitlines() if line.split()[1].startswith("rwx")]
+
+
+@pytest.mark.parametrize("q", [(0.05, 7, 0, 255), (0.013, 128, 0, 255), (0.02, 0, -128, 127)])
+def test_the_tables_fake_quantized_in_c_equal_qparams_fake(q: tuple) -> None:
+    from zoo.runtime.engine import _fake_quantized
+
+    params = QParams(*q)
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((501, 77)) * 4).astype(np.float32)
+    x.flat[::13] = (np.float32(params.scale) * (np.arange(x.size)[::13] % 9 - 4.5)).astype(np.float32)  # exact ties: half to even
+    assert np.array_equal(_fake_quantized(params, x, 2), params.fake(x))

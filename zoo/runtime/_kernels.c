@@ -1059,6 +1059,34 @@ static PyObject *py_embed(PyObject *self, PyObject *args) {
 #include "_jit.h"
 #include "_forward.h"
 
+/* fake_quant(src, dst, n, scale, zero_point, qmin, qmax, threads): dst = (clamp(round_half_even(src / scale) + zp, qmin,
+ * qmax) - zp) * scale in float32, as QParams.fake computes it (the engine's embedding tables, fake-quantized once per
+ * compile: 23 M values for BERT-base, ~0.5 s in numpy) */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void fake_quant_span(const float *x, float *y, int64_t n, float scale, float zp, float lo, float hi) {
+    for (int64_t i = 0; i < n; i++) {
+        float q = nearbyintf(x[i] / scale) + zp;
+        q = q < lo ? lo : (q > hi ? hi : q);
+        y[i] = (q - zp) * scale;
+    }
+}
+
+static PyObject *py_fake_quant(PyObject *self, PyObject *args) {
+    Py_ssize_t src, dst, n;
+    float scale, zp, lo, hi;
+    int threads;
+    if (!PyArg_ParseTuple(args, "nnnffffi", &src, &dst, &n, &scale, &zp, &lo, &hi, &threads)) return NULL;
+    if (!(scale > 0.0f) || n < 0 || !(lo <= hi)) { PyErr_SetString(PyExc_ValueError, "fake_quant: bad scale, range or size"); return NULL; }
+    Py_BEGIN_ALLOW_THREADS
+    set_threads(threads);
+    const Py_ssize_t chunk = 1 << 16;
+#pragma omp parallel for schedule(static)
+    for (Py_ssize_t i = 0; i < n; i += chunk)
+        fake_quant_span(PTR(const float *, src) + i, PTR(float *, dst) + i, n - i < chunk ? n - i : chunk, scale, zp, lo, hi);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_features(PyObject *self, PyObject *args) {
     return Py_BuildValue("{s:O,s:O,s:O,s:O,s:O}", "avx512", has_avx512 ? Py_True : Py_False, "avx2", has_avx2 ? Py_True : Py_False,
                          "vnni", has_vnni ? Py_True : Py_False, "jit", ZOO_JIT && has_avx512 && !jit_off ? Py_True : Py_False,
@@ -1080,6 +1108,7 @@ static PyMethodDef methods[] = {
     {"plan_new", py_plan_new, METH_VARARGS, "a forward plan over packed Linears (built once per engine)"},
     {"plan_arena", py_plan_arena, METH_VARARGS, "scratch bytes one forward over B x S tokens needs"},
     {"forward", py_forward, METH_VARARGS, "embeddings to the last layer's hidden state in one call"},
+    {"fake_quant", py_fake_quant, METH_VARARGS, "quantize-dequantize float32 values (QParams.fake)"},
     {"features", py_features, METH_NOARGS, "which CPU paths are active"},
     {NULL, NULL, 0, NULL},
 };

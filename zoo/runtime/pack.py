@@ -218,7 +218,10 @@ def _csr(w: np.ndarray) -> dict[str, np.ndarray]:
 def _blocks(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """indptr over rows, (row, group) of every block holding a non-zero."""
     out_f, in_f = w.shape
-    keep = (w.reshape(out_f, in_f // 4, 4) != 0).any(-1)
+    if w.dtype == np.int8 and w.flags.c_contiguous:  # a block of 4 int8 weights is one 32-bit word: zero or not
+        keep = w.view(np.int32) != 0
+    else:
+        keep = (w.reshape(out_f, in_f // 4, 4) != 0).any(-1)
     rows, groups = np.nonzero(keep)
     return np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int64), rows, groups
 
