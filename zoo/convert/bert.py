@@ -43,11 +43,17 @@ class QParams:
     qmax: int
 
     def quantize(self, x: np.ndarray) -> np.ndarray:
-        return np.clip(np.round(x / np.float32(self.scale)) + self.zero_point, self.qmin, self.qmax)
+        q = np.asarray(x / np.float32(self.scale))  # one temporary, then in place: a 12-layer checkpoint is 85 M weights
+        np.round(q, out=q)
+        q += self.zero_point
+        return np.clip(q, self.qmin, self.qmax, out=q)
 
     def fake(self, x: np.ndarray) -> np.ndarray:
         """Quantize-dequantize exactly as torch's FakeQuantize does (round half to even)."""
-        return ((self.quantize(x) - self.zero_point) * np.float32(self.scale)).astype(x.dtype, copy=False)
+        q = self.quantize(x)
+        q -= self.zero_point
+        q *= np.float32(self.scale)
+        return q.astype(x.dtype, copy=False)
 
 
 def fake_quant(q: QParams | None, x: np.ndarray) -> np.ndarray:
