@@ -130,12 +130,22 @@ static void jit_free(JitLinear *j) {
     free(j);
 }
 
-/* Emit (c->p set) or measure (c->p NULL) every block; fills the weight stream when `stream` is non-NULL. */
-static void jit_emit(JitLinear *j, const int64_t *indptr, const int32_t *cols, const int32_t *vals, const float *bias,
-                     JitCode *c, int32_t *stream, size_t *entry, size_t *stream_at, size_t *stream_len) {
+/* Emit (c->p set) or measure (c->p NULL) every block; fills the weight stream when `stream` is non-NULL. Each block's
+ * entries are bucketed by feature first (a counting sort, rows ascending within a feature), so emission is linear in
+ * the non-zeros. Returns -1 when the scratch of the buckets cannot be had. */
+static int jit_emit(JitLinear *j, const int64_t *indptr, const int32_t *cols, const int32_t *vals, const float *bias,
+                    JitCode *c, int32_t *stream, size_t *entry, size_t *stream_at, size_t *stream_len) {
     const int f32 = j->kind == JIT_F32;
     const int xregs = 32 - j->at;
     const int64_t width = f32 ? j->in_features : j->in_features / 4;  /* features (fp32) or groups (int8) */
+    int64_t most = 0;
+    for (int blk = 0; blk < j->nblocks; blk++) {
+        const int r0 = blk * j->at, r1 = j->rows - r0 < j->at ? j->rows : r0 + j->at;
+        most = indptr[r1] - indptr[r0] > most ? indptr[r1] - indptr[r0] : most;
+    }
+    int64_t *start = (int64_t *)calloc((size_t)width + 1, sizeof(int64_t));
+    uint8_t *row_of = (uint8_t *)malloc((size_t)most + 1);
+    if (!start || !row_of) { free(start); free(row_of); return -1; }
     size_t pos = 0;
     for (int blk = 0; blk < j->nblocks; blk++) {
         const int r0 = blk * j->at, nr = j->rows - r0 < j->at ? j->rows - r0 : j->at;
@@ -143,30 +153,35 @@ static void jit_emit(JitLinear *j, const int64_t *indptr, const int32_t *cols, c
         for (int i = 0; i < nr; i++) p[i] = indptr[r0 + i];
         if (entry) entry[blk] = c->n;
         if (stream_at) stream_at[blk] = pos;
-        const size_t start = pos;
+        const size_t start_pos = pos;
         JitBase w = {RSI, 0, 4}, x = {RDI, 0, 64};
         for (int i = 0; i < nr; i++) {
             if (f32) {
                 if (stream) memcpy(&stream[pos], &bias[r0 + i], 4);
-                VBROADCASTSS(c, i, RSI, jit_disp(c, &w, (int64_t)(pos - start) * 4));
+                VBROADCASTSS(c, i, RSI, jit_disp(c, &w, (int64_t)(pos - start_pos) * 4));
                 pos++;
             } else {
                 VPXORD(c, i);
             }
         }
+        /* bucket the block's entries by feature: start[k] .. start[k + 1] hold the rows using feature k, ascending */
+        memset(start, 0, sizeof(int64_t) * ((size_t)width + 1));
+        for (int i = 0; i < nr; i++)
+            for (int64_t e = indptr[r0 + i]; e < indptr[r0 + i + 1]; e++) start[cols[e] + 1]++;
+        for (int64_t k = 0; k < width; k++) start[k + 1] += start[k];
+        for (int i = 0; i < nr; i++)
+            for (int64_t e = indptr[r0 + i]; e < indptr[r0 + i + 1]; e++) row_of[start[cols[e]]++] = (uint8_t)i;
+        /* start[k] now ends bucket k; bucket k begins where bucket k - 1 ended */
         int xr = 0;
-        for (int64_t k = 0; k < width; k++) {
-            int any = 0;
-            for (int i = 0; i < nr; i++)
-                if (p[i] < indptr[r0 + i + 1] && cols[p[i]] == k) { any = 1; break; }
-            if (!any) continue;
+        for (int64_t k = 0, b0 = 0; k < width; b0 = start[k], k++) {
+            if (start[k] == b0) continue;
             const int xz = j->at + xr;
             xr = (xr + 1) % xregs;
             VMOVUPS_LOAD(c, xz, RDI, jit_disp(c, &x, k * 64));
-            for (int i = 0; i < nr; i++) {
-                if (p[i] >= indptr[r0 + i + 1] || cols[p[i]] != k) continue;
+            for (int64_t b = b0; b < start[k]; b++) {
+                const int i = row_of[b];
                 if (stream) stream[pos] = vals[p[i]];
-                const int32_t d = jit_disp(c, &w, (int64_t)(pos - start) * 4);
+                const int32_t d = jit_disp(c, &w, (int64_t)(pos - start_pos) * 4);
                 if (f32) VFMADD231PS_B(c, i, xz, RSI, d);
                 else VPDPBUSD_B(c, i, xz, RSI, d);
                 pos++;
@@ -178,6 +193,9 @@ static void jit_emit(JitLinear *j, const int64_t *indptr, const int32_t *cols, c
         jit_put(c, tail, 4);
     }
     *stream_len = pos;
+    free(start);
+    free(row_of);
+    return 0;
 }
 
 /* The checks that make a packing safe to emit: row pointers from 0 to nnz, non-decreasing; every column inside
@@ -238,7 +256,7 @@ static PyObject *py_jit_build(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     JitCode count = {NULL, 0, 0, 0};
     size_t slen = 0;
-    jit_emit(j, ip, cp, vp, bp, &count, NULL, NULL, NULL, &slen);
+    if (jit_emit(j, ip, cp, vp, bp, &count, NULL, NULL, NULL, &slen)) err = ENOMEM;
     const size_t page = 4096, bytes = (count.n + page - 1) / page * page;
     j->entry = (size_t *)malloc(sizeof(size_t) * j->nblocks);
     j->stream_at = (size_t *)malloc(sizeof(size_t) * j->nblocks);
@@ -247,7 +265,7 @@ static PyObject *py_jit_build(PyObject *self, PyObject *args) {
         j->scale = (float *)malloc(sizeof(float) * rows);
         j->offset = (float *)malloc(sizeof(float) * rows);
     }
-    if (!j->entry || !j->stream_at || !j->stream || (kind == JIT_I8 && (!j->scale || !j->offset))) {
+    if (err || !j->entry || !j->stream_at || !j->stream || (kind == JIT_I8 && (!j->scale || !j->offset))) {
         err = ENOMEM;
     } else {
         void *mem = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -257,11 +275,11 @@ static PyObject *py_jit_build(PyObject *self, PyObject *args) {
             j->code = (uint8_t *)mem; j->code_bytes = bytes;
             JitCode out = {j->code, 0, count.n, 0};
             size_t slen2 = 0;
-            jit_emit(j, ip, cp, vp, bp, &out, j->stream, j->entry, j->stream_at, &slen2);
+            if (jit_emit(j, ip, cp, vp, bp, &out, j->stream, j->entry, j->stream_at, &slen2)) err = ENOMEM;
             memset(j->stream + slen, 0, sizeof(int32_t) * 16);
             j->code_used = out.n;
-            if (out.overflow || out.n != count.n || slen2 != slen) err = -1;
-            else if (mprotect(mem, bytes, PROT_READ | PROT_EXEC) != 0) err = errno;
+            if (!err && (out.overflow || out.n != count.n || slen2 != slen)) err = -1;
+            if (!err && mprotect(mem, bytes, PROT_READ | PROT_EXEC) != 0) err = errno;
             j->stream_len = slen;
             if (kind == JIT_I8) {
                 memcpy(j->scale, PTR(const float *, scale), sizeof(float) * rows);
