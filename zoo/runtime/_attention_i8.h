@@ -29,16 +29,10 @@ static int attention_i8_applies(const float *qp, int64_t d) {
 }
 
 #if ZOO_X86
-/* 4 rows (row stride ld) x 16 columns from col, quantized (scale s, zero point z), minus `shift`, one byte per row in
- * each 32-bit lane: the VNNI operand of 16 lanes */
+/* quant4x16 of a symmetric (zero point 128) operand as int8: q - 128 in each byte */
 __attribute__((target("avx512f,avx512bw")))
-static inline __m512i att_pack4(const float *x, int64_t ld, __mmask16 m, __m512 s, __m512 z, __m512i shift) {
-    __m512i w = _mm512_setzero_si512();
-    for (int k = 0; k < 4; k++) {
-        const __m512i q = _mm512_and_si512(_mm512_sub_epi32(quant16(_mm512_maskz_loadu_ps(m, x + k * ld), s, z), shift), _mm512_set1_epi32(0xFF));
-        w = _mm512_or_si512(w, _mm512_slli_epi32(q, 8 * k));
-    }
-    return w;
+static inline __m512i att_pack4_signed(const float *x, int64_t ld, __mmask16 m, __m512 s, __m512 z) {
+    return _mm512_xor_si512(quant4x16(x, ld, m, s, z), _mm512_set1_epi32((int)0x80808080u));
 }
 
 /* fake quantization of 16 lanes: (clamp(round(x / s) + z, 0, 255) - z) * s */
@@ -67,12 +61,12 @@ static void attention_i8(const float *Q, const float *Kf, const float *Vf, float
     /* operands: Q8 (queries past S quantize zeros: never stored), K8 and its per-key sums, V8 and its per-channel sums */
     for (int64_t g = 0; g < G; g++)
         for (int64_t i = 0; i < Sp; i += 16)
-            _mm512_store_si512((void *)(Q8 + (g * Sp + i) * 4), att_pack4(Q + 4 * g * T + i, T, tail_mask(S - i), sq, zq, zero));
+            _mm512_store_si512((void *)(Q8 + (g * Sp + i) * 4), quant4x16(Q + 4 * g * T + i, T, tail_mask(S - i), sq, zq));
     for (int64_t j = 0; j < Kp; j += 16) {
         const __mmask16 m = tail_mask(Sk - j);
         __m512i sum = zero;
         for (int64_t g = 0; g < G; g++) {
-            const __m512i w = _mm512_maskz_mov_epi32(m, att_pack4(Kf + 4 * g * T + j, T, m, sk, zk, s128));
+            const __m512i w = _mm512_maskz_mov_epi32(m, att_pack4_signed(Kf + 4 * g * T + j, T, m, sk, zk));
             _mm512_storeu_si512((void *)(K8 + g * Kp + j), w);
             for (int k = 0; k < 4; k++) sum = _mm512_add_epi32(sum, _mm512_srai_epi32(_mm512_slli_epi32(w, 24 - 8 * k), 24));
         }

@@ -303,26 +303,22 @@ typedef struct {
 
 static int fuses(const LinOp *consumer) { return consumer && consumer->kind == LK_JIT; }
 
+/* how a consumer's input panels are quantized: its input scale, or 0 for fp32 panels */
+static float panel_scale(const LinOp *c) { return c->jit->kind == JIT_I8 ? c->qs : 0.0f; }
+
 #if ZOO_JIT
-/* F rows x 16 tokens (row stride ld, n valid tokens; the rest zero) into panel buffer `dst` of the consumer */
+/* F rows x 16 tokens (row stride ld, n valid tokens; the rest zero) into one input panel at `dst`: fp32 [F][16], or
+ * (qs > 0) uint8 [F/4][16][4] quantized with (qs, qz) */
 __attribute__((target("avx512f")))
-static void to_panel(const LinOp *c, const float *src, int64_t ld, int64_t n, uint8_t *dst) {
+static void to_panel(int64_t F, float qs, float qz, const float *src, int64_t ld, int64_t n, uint8_t *dst) {
     const __mmask16 m = tail_mask(n);
-    const int64_t F = c->in_f;
-    if (c->jit->kind == JIT_F32) {
+    if (!(qs > 0.0f)) {
         float *d = (float *)(void *)dst;
         for (int64_t f = 0; f < F; f++) _mm512_storeu_ps(d + f * JIT_PANEL, _mm512_maskz_loadu_ps(m, src + f * ld));
         return;
     }
-    const __m512 vs = _mm512_set1_ps(c->qs), vz = _mm512_set1_ps(c->qz);
-    for (int64_t g = 0; g < F / 4; g++) {
-        const float *x = src + 4 * g * ld;
-        __m512i w = quant16(_mm512_maskz_loadu_ps(m, x), vs, vz);
-        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + ld), vs, vz), 8));
-        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + 2 * ld), vs, vz), 16));
-        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + 3 * ld), vs, vz), 24));
-        _mm512_storeu_si512((void *)(dst + g * 64), w);
-    }
+    const __m512 vs = _mm512_set1_ps(qs), vz = _mm512_set1_ps(qz);
+    for (int64_t g = 0; g < F / 4; g++) _mm512_storeu_si512((void *)(dst + g * 64), quant4x16(src + 4 * g * ld, ld, m, vs, vz));
 }
 
 /* the epilogue of one emitted block for one panel: GELU etc. as jit_epilogue_*, written as [F][T] rows or, for a fused
@@ -342,13 +338,8 @@ static void jit_epilogue(const JitLinear *j, const int32_t *acc, int r0, int nr,
         _mm512_store_ps(v + i * JIT_PANEL, act16(x, act));
     }
     const LinOp *c = next->consumer;
-    if (c->jit->kind == JIT_F32) {
-        to_panel(&(LinOp){.jit = c->jit, .in_f = nr}, v, JIT_PANEL, JIT_PANEL, next->panels + (p * c->in_f + r0) * JIT_PANEL * 4);
-    } else {
-        LinOp part = *c;
-        part.in_f = nr;
-        to_panel(&part, v, JIT_PANEL, JIT_PANEL, next->panels + (p * (c->in_f / 4) + r0 / 4) * 64);
-    }
+    uint8_t *dst = c->jit->kind == JIT_F32 ? next->panels + (p * c->in_f + r0) * JIT_PANEL * 4 : next->panels + (p * (c->in_f / 4) + r0 / 4) * 64;
+    to_panel(nr, panel_scale(c), c->qz, v, JIT_PANEL, JIT_PANEL, dst);
 }
 #endif
 
@@ -433,7 +424,7 @@ static void run_layernorm(const NormOp *n, const float *X, const float *R, float
     if (has_avx512 && F % 4 == 0) {
         for (int64_t t = (int64_t)tid * 64; t < T; t += (int64_t)tm->nt * 64) {
             const int64_t len = T - t < 64 ? T - t : 64;
-            const float qs = c && c->jit->kind == JIT_I8 ? c->qs : 0.0f;
+            const float qs = c ? panel_scale(c) : 0.0f;
             layernorm_chunk_avx512(X, R, O, n->gamma, n->beta, n->eps, F, T, t, len, c ? next->panels : NULL, t / JIT_PANEL, qs, c ? c->qz : 0.0f);
         }
         team_sync(tm);
@@ -447,8 +438,8 @@ static void run_layernorm(const NormOp *n, const float *X, const float *R, float
 #if ZOO_JIT
         if (c) {
             uint8_t *dst = next->panels + k * (c->jit->kind == JIT_F32 ? c->in_f * JIT_PANEL * 4 : c->in_f * JIT_PANEL);
-            if (k < panels) to_panel(c, P, LN_PANEL, LN_PANEL, dst);
-            else to_panel(c, O + k * LN_PANEL, T, T - k * LN_PANEL, dst);
+            if (k < panels) to_panel(c->in_f, panel_scale(c), c->qz, P, LN_PANEL, LN_PANEL, dst);
+            else to_panel(c->in_f, panel_scale(c), c->qz, O + k * LN_PANEL, T, T - k * LN_PANEL, dst);
         }
 #endif
     }

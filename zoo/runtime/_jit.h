@@ -318,12 +318,7 @@ static void jit_panel_i8(const float *X, uint8_t *X8p, int64_t F, int64_t T, int
     const float *x = X + 4 * g * T;
     for (int64_t p = 0; p * JIT_PANEL < T; p++) {
         const int64_t t = p * JIT_PANEL;
-        const __mmask16 m = tail_mask(T - t);
-        __m512i w = quant16(_mm512_maskz_loadu_ps(m, x + t), vs, vz);
-        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + T + t), vs, vz), 8));
-        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + 2 * T + t), vs, vz), 16));
-        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + 3 * T + t), vs, vz), 24));
-        _mm512_storeu_si512((void *)(X8p + (p * (F / 4) + g) * 64), w);
+        _mm512_storeu_si512((void *)(X8p + (p * (F / 4) + g) * 64), quant4x16(x + t, T, tail_mask(T - t), vs, vz));
     }
 }
 

@@ -81,6 +81,14 @@ static inline __m512i quant16(__m512 x, __m512 s, __m512 zp) {
     return _mm512_cvttps_epi32(q);
 }
 
+/* 4 rows (row stride ld) x 16 lanes quantized, row k in byte k of each 32-bit lane: the VNNI operand order */
+__attribute__((target("avx512f")))
+static inline __m512i quant4x16(const float *x, int64_t ld, __mmask16 m, __m512 s, __m512 zp) {
+    __m512i w = quant16(_mm512_maskz_loadu_ps(m, x), s, zp);
+    for (int k = 1; k < 4; k++) w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + k * ld), s, zp), 8 * k));
+    return w;
+}
+
 /* 4 rows x 64 columns of Y per step: 16 accumulators, 4 broadcasts and 4 loads feed 16 FMAs */
 __attribute__((target("avx512f")))
 static void gemm_rows_avx512(const float *A, int64_t ars, int64_t aks, const float *B, int64_t ldb, float *Y, int64_t ldy,
@@ -822,11 +830,7 @@ static void quant_group_avx512(const float *X, uint8_t *out, int64_t g, int64_t 
     const float *x = X + 4 * g * T;
     for (int64_t t = 0; t < T; t += 16) {
         const __mmask16 m = tail_mask(T - t);
-        __m512i w = quant16(_mm512_maskz_loadu_ps(m, x + t), vs, vz);
-        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + T + t), vs, vz), 8));
-        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + 2 * T + t), vs, vz), 16));
-        w = _mm512_or_si512(w, _mm512_slli_epi32(quant16(_mm512_maskz_loadu_ps(m, x + 3 * T + t), vs, vz), 24));
-        _mm512_mask_storeu_epi32(out + (g * T + t) * 4, m, w);
+        _mm512_mask_storeu_epi32(out + (g * T + t) * 4, m, quant4x16(x + t, T, m, vs, vz));
     }
 }
 #endif

@@ -77,8 +77,3 @@ def build_int8(rows: int, in_features: int, at: int, arrays: dict[str, np.ndarra
 def panel_elements(in_features: int, tokens: int) -> int:
     """Scratch elements (floats for fp32, bytes for int8) the run call packs the input into."""
     return -(-tokens // PANEL) * PANEL * in_features
-
-
-def code_bytes(native: object) -> int:
-    """Bytes of machine code emitted for one Linear."""
-    return len(K.jit_code(native)[0])

@@ -35,13 +35,16 @@ class Plan:
     def covers(self, tokens: int) -> bool:
         return self.long_tokens is None or tokens < self.long_tokens
 
-    def run(self, ids: np.ndarray, types: np.ndarray, mask_add: np.ndarray, keys: np.ndarray, hidden: int, ws: Workspace) -> np.ndarray:
-        """The last layer's hidden state [hidden, batch * seq] (a workspace buffer) for int64 ids/types [batch, seq]."""
+    def run(self, ids: np.ndarray, types: np.ndarray, mask_add: np.ndarray, keys: np.ndarray, hidden: int, ws: Workspace,
+            stamps: np.ndarray | None = None) -> np.ndarray:
+        """The last layer's hidden state [hidden, batch * seq] (a workspace buffer) for int64 ids/types [batch, seq].
+        ``stamps`` (int64), when given, receives the time in ns of the start and of every step's end (``profile``)."""
         batch, seq = ids.shape
         x = ws.get("plan.hidden", (hidden, batch * seq))
         arena = ws.get("plan.arena", (K.plan_arena(self.capsule, batch, seq, self.threads),), np.uint8)
+        at, n = (stamps.ctypes.data, stamps.size) if stamps is not None else (0, 0)
         K.forward(self.capsule, ids.ctypes.data, types.ctypes.data, mask_add.ctypes.data, keys.ctypes.data, batch, seq, ws.ptr(x),
-                  ws.ptr(arena), arena.size, self.threads)
+                  ws.ptr(arena), arena.size, self.threads, at, n)
         return x
 
 
@@ -127,12 +130,7 @@ def profile(engine: Engine, ids: np.ndarray, types: np.ndarray, mask_add: np.nda
         raise ValueError("this engine runs op by op (no native plan)")
     names = step_names(engine, ids.size)
     stamps = np.zeros(len(names) + 1, dtype=np.int64)
-    ws = Workspace()
-    batch, seq = ids.shape
-    x = ws.get("plan.hidden", (engine.model.config.hidden, batch * seq))
-    arena = ws.get("plan.arena", (K.plan_arena(p.capsule, batch, seq, p.threads),), np.uint8)
-    K.forward(p.capsule, ids.ctypes.data, types.ctypes.data, mask_add.ctypes.data, keys.ctypes.data, batch, seq, x.ctypes.data,
-              arena.ctypes.data, arena.size, p.threads, stamps.ctypes.data, stamps.size)
+    p.run(ids, types, mask_add, keys, engine.model.config.hidden, Workspace(), stamps)
     out: dict[str, float] = {}
     for name, dt in zip(names, np.diff(stamps) / 1e9, strict=True):
         out[name] = out.get(name, 0.0) + float(dt)
